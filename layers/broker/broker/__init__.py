@@ -1,0 +1,1 @@
+"""Token broker core, shipped as the functions' shared Lambda layer."""

@@ -1,0 +1,61 @@
+"""Typed configuration, read from the function's environment once, at cold start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from broker.errors import ConfigError
+from broker.profiles import Profile, check_url, parse_profile
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    secret_id: str
+    profile: Profile
+    allowed_origins: frozenset[str]
+    secret_ttl: float = 300.0
+    upstream_timeout: float = 8.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        secret_id = env.get("BROKER_SECRET_ID", "").strip()
+        if not secret_id:
+            raise ConfigError("BROKER_SECRET_ID is required")
+        profile = parse_profile(env.get("BROKER_PROFILE", "").strip() or "bakrypt-testnet")
+        token_url = env.get("BROKER_TOKEN_URL", "").strip() or profile.token_url
+        exchange_url = env.get("BROKER_EXCHANGE_URL", "").strip() or profile.exchange_url
+        profile = replace(profile, token_url=token_url, exchange_url=exchange_url)
+        for name in ("token_url", "exchange_url", "revocation_url"):
+            url = getattr(profile, name)
+            if url:
+                check_url(url, name)
+        origins = frozenset(
+            o.strip().rstrip("/") for o in env.get("BROKER_ALLOWED_ORIGINS", "").split(",") if o.strip()
+        )
+        if "*" in origins or "null" in origins:
+            raise ConfigError("BROKER_ALLOWED_ORIGINS lists exact origins; '*' and 'null' are not allowed")
+        return cls(
+            secret_id=secret_id,
+            profile=profile,
+            allowed_origins=origins,
+            secret_ttl=_number(env, "BROKER_SECRET_TTL", 300.0, minimum=0.0),
+            upstream_timeout=_number(env, "BROKER_UPSTREAM_TIMEOUT", 8.0, minimum=0.1, maximum=28.0),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float = 86400.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds") from exc
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}")
+    return value

@@ -1,0 +1,115 @@
+"""One exception family for everything the broker can answer with an RFC 6749 error.
+
+Each exception carries its HTTP status and RFC 6749 §5.2 error code; ``http.error_response``
+is the one place that turns them into API Gateway responses. Descriptions are written by
+the broker (or sanitised from the upstream) and never contain a secret, password or token.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
+_NOT_RFC6749_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]+")
+MAX_DESCRIPTION = 200
+
+# Upstream error codes that belong to the caller (the SPA) and are passed through as 400.
+CALLER_ERRORS = frozenset(
+    {"invalid_grant", "invalid_scope", "unauthorized_client", "invalid_request", "unsupported_grant_type"}
+)
+
+
+def sanitise_description(text: str, redact: tuple[str, ...] = ()) -> str:
+    """Reduce an upstream description to the RFC 6749 charset, without any value in ``redact``."""
+    for value in redact:
+        if value:
+            text = text.replace(value, "[redacted]")
+    text = _NOT_RFC6749_CHARS.sub(" ", text).strip()
+    text = " ".join(text.split())
+    if len(text) > MAX_DESCRIPTION:
+        text = text[: MAX_DESCRIPTION - 3].rstrip() + "..."
+    return text
+
+
+class BrokerError(Exception):
+    """An error the broker answers with ``{"error", "error_description"}``."""
+
+    status: int = 500
+    error: str = "server_error"
+    default_description: str = "The broker could not complete the request."
+
+    def __init__(self, description: str | None = None, *, retry_after: str | None = None) -> None:
+        self.description = description or self.default_description
+        self.retry_after = retry_after
+        super().__init__(self.description)
+
+
+class InvalidRequest(BrokerError):
+    status = 400
+    error = "invalid_request"
+    default_description = "The request is malformed."
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    default_description = "The request body is larger than 16 KiB."
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    default_description = "Content-Type must be application/json or application/x-www-form-urlencoded."
+
+
+class OriginNotAllowed(InvalidRequest):
+    status = 403
+    default_description = "This origin is not allowed."
+
+
+class CallerRejected(BrokerError):
+    """The upstream refused the caller's grant (wrong password, spent refresh token...)."""
+
+    status = 400
+
+    def __init__(self, error: str, description: str) -> None:
+        self.error = error
+        super().__init__(description)
+
+
+class ClientRejected(BrokerError):
+    """The upstream refused the broker's own credentials (client secret or exchange token)."""
+
+    status = 502
+    error = "server_error"
+    default_description = "The upstream rejected the broker's client credentials."
+
+
+class UpstreamFailure(BrokerError):
+    """5xx, malformed answer, TLS/DNS/connect failure or a redirect: the upstream is broken."""
+
+    status = 502
+    error = "server_error"
+    default_description = "The upstream authorization server failed."
+
+
+class UpstreamTimeout(BrokerError):
+    status = 504
+    error = "temporarily_unavailable"
+    default_description = "The upstream authorization server did not answer in time."
+
+
+class UpstreamUnavailable(BrokerError):
+    """The upstream said 429 or 503: pass its Retry-After on."""
+
+    status = 503
+    error = "temporarily_unavailable"
+    default_description = "The upstream authorization server is busy; try again later."
+
+
+class SecretUnavailable(BrokerError):
+    status = 503
+    error = "temporarily_unavailable"
+    default_description = "The broker's credentials are unavailable."
+
+
+class ConfigError(Exception):
+    """The function's configuration is invalid: raised at cold start, so the init fails loudly."""

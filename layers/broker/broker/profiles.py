@@ -1,0 +1,199 @@
+"""Upstream profiles: a declarative description of how one authorization server is called.
+
+A profile is either a preset name or a JSON object (CONTRACT.md "Upstream profiles").
+It is parsed once, at cold start, into a frozen ``Profile``; anything invalid raises
+``ConfigError`` there rather than on a user's request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from broker.errors import ConfigError
+
+ClientAuth = Literal["client_secret_post", "client_secret_basic", "none"]
+Encoding = Literal["form", "json"]
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers the broker owns: a profile may not replace them.
+_RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length", "host", "transfer-encoding"})
+# Fields a grant may send upstream; a profile may rename them (or drop one with null).
+REQUEST_FIELDS = frozenset(
+    {"grant_type", "username", "password", "refresh_token", "scope", "client_id", "client_secret"}
+)
+# The RFC 6749 §5.1 names the broker returns; upstream camelCase forms are recognised too.
+RESPONSE_FIELDS = ("access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token")
+_CAMEL_RESPONSE = {"accessToken": "access_token", "tokenType": "token_type", "expiresIn": "expires_in",
+                   "refreshToken": "refresh_token", "idToken": "id_token"}  # fmt: skip
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    token_url: str | None = None
+    exchange_url: str | None = None
+    revocation_url: str | None = None
+    client_auth: ClientAuth = "client_secret_post"
+    encoding: Encoding = "form"
+    # request field -> upstream name (None: not sent)
+    fields: Mapping[str, str | None] = field(default_factory=lambda: _frozen({}))
+    # header name -> template with {secret_key} / {grant_type} placeholders
+    headers: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+    # upstream response name -> RFC 6749 name
+    response_fields: Mapping[str, str] = field(default_factory=lambda: _frozen(_CAMEL_RESPONSE))
+    exchange_scheme: str = "Token"
+
+    def placeholders(self) -> frozenset[str]:
+        return frozenset(name for value in self.headers.values() for name in _PLACEHOLDER.findall(value))
+
+    def render_headers(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Fill the header templates; a missing value raises ``KeyError`` with its name."""
+        return {name: _PLACEHOLDER.sub(lambda m: values[m.group(1)], tpl) for name, tpl in self.headers.items()}
+
+
+PRESETS: Mapping[str, Profile] = _frozen(
+    {
+        "bakrypt": Profile(
+            name="bakrypt",
+            token_url="https://bakrypt.io/auth/token/",
+            exchange_url="https://bakrypt.io/auth/exchange/",
+            revocation_url="https://bakrypt.io/auth/revoke_token/",
+        ),
+        "bakrypt-testnet": Profile(
+            name="bakrypt-testnet",
+            token_url="https://testnet.bakrypt.io/auth/token/",
+            exchange_url="https://testnet.bakrypt.io/auth/exchange/",
+            revocation_url="https://testnet.bakrypt.io/auth/revoke_token/",
+        ),
+        "didit": Profile(
+            name="didit",
+            token_url="https://apx.didit.me/auth/v2/token",
+            client_auth="client_secret_basic",
+        ),
+    }
+)
+
+
+def check_url(url: str, what: str) -> str:
+    """Endpoint URLs must be https, except loopback hosts (local runs and tests)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and _is_loopback(host):
+        return url
+    raise ConfigError(f"{what} must be an https:// URL (http:// only for loopback hosts)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _str_map(value: Any, what: str, *, allow_none: bool = False) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and (isinstance(v, str) or (allow_none and v is None)) for k, v in value.items()
+    ):
+        raise ConfigError(f"profile {what} must be an object of strings")
+    return value
+
+
+def parse_profile(raw: str) -> Profile:
+    """A preset name or a JSON profile object (optionally ``{"preset": ...}`` plus overrides)."""
+    raw = raw.strip()
+    if raw in PRESETS:
+        return PRESETS[raw]
+    if not raw.startswith("{"):
+        raise ConfigError(f"unknown profile preset; known: {', '.join(sorted(PRESETS))}, or a JSON object")
+    try:
+        spec = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError("BROKER_PROFILE is not valid JSON") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError("BROKER_PROFILE must be a JSON object")
+    unknown = set(spec) - set(_PARSERS) - {"preset"}
+    if unknown:
+        raise ConfigError(f"unknown profile keys: {', '.join(sorted(unknown))}")
+    preset = spec.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError("profile preset is unknown")
+    base = PRESETS[preset] if preset else Profile(name="custom")
+    changes = {key: _PARSERS[key](value) for key, value in spec.items() if key != "preset"}
+    return replace(base, name=preset or "custom", **changes)
+
+
+def _url(key: str) -> Callable[[Any], Any]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(f"profile {key} must be a string")
+        return value
+
+    return parse
+
+
+def _choice(key: str, allowed: tuple[str, ...]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(f"profile {key} must be one of: {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+def _exchange_scheme(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+        raise ConfigError("profile exchange_scheme must be a single token such as Token or Bearer")
+    return value
+
+
+def _fields(value: Any) -> Mapping[str, str | None]:
+    fields = _str_map(value, "fields", allow_none=True)
+    if set(fields) - REQUEST_FIELDS:
+        raise ConfigError(f"profile fields may rename only: {', '.join(sorted(REQUEST_FIELDS))}")
+    return _frozen(fields)
+
+
+def _headers(value: Any) -> Mapping[str, str]:
+    headers = _str_map(value, "headers")
+    for name, template in headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"profile header {name!r} is not allowed")
+        if any(c in template for c in "\r\n\x00"):
+            raise ConfigError(f"profile header {name!r} has a control character")
+    return _frozen(headers)
+
+
+def _response_fields(value: Any) -> Mapping[str, str]:
+    renames = _str_map(value, "response_fields")
+    if set(renames.values()) - set(RESPONSE_FIELDS):
+        raise ConfigError(f"profile response_fields may map only to: {', '.join(RESPONSE_FIELDS)}")
+    return _frozen({**_CAMEL_RESPONSE, **renames})
+
+
+_PARSERS: Mapping[str, Callable[[Any], Any]] = {
+    "token_url": _url("token_url"),
+    "exchange_url": _url("exchange_url"),
+    "revocation_url": _url("revocation_url"),
+    "client_auth": _choice("client_auth", ("client_secret_post", "client_secret_basic", "none")),
+    "encoding": _choice("encoding", ("form", "json")),
+    "exchange_scheme": _exchange_scheme,
+    "fields": _fields,
+    "headers": _headers,
+    "response_fields": _response_fields,
+}

@@ -1,0 +1,41 @@
+"""JSON Schemas of what the SPA may send, one per route, kept as data.
+
+They are compiled once, at import, with fastjsonschema (the engine Powertools' validation
+uses): compiling on every call costs milliseconds, a compiled check microseconds.
+Unknown parameters are allowed (RFC 6749 §3.2: ignored), so no additionalProperties.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
+_SCOPE: dict[str, Any] = {"type": "string", "maxLength": 1024, "pattern": r"^[\x21\x23-\x5b\x5d-\x7e ]*$"}
+
+PASSWORD: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["username", "password"],
+    "properties": {
+        "grant_type": {"const": "password"},
+        "username": {**_TEXT, "maxLength": 1024},
+        "password": _TEXT,
+        "scope": _SCOPE,
+    },
+}
+
+REFRESH: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["refresh_token"],
+    "properties": {
+        "grant_type": {"const": "refresh_token"},
+        "refresh_token": _TEXT,
+        "scope": _SCOPE,
+    },
+}
+
+EXCHANGE: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+}

@@ -1,0 +1,199 @@
+"""One HTTP call to the upstream authorization server, and what its answer means.
+
+Every call goes through one module-level ``PoolManager``: connections stay open across warm
+invocations, TLS is verified, redirects are never followed (a 307 would re-send the
+password elsewhere), and one deadline covers the whole call, body included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from broker.errors import (
+    CALLER_ERRORS,
+    CallerRejected,
+    ClientRejected,
+    UpstreamFailure,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    sanitise_description,
+)
+from broker.observability import logger
+from broker.profiles import Profile
+
+MAX_ANSWER_BYTES = 1024 * 1024
+_CONNECT_TIMEOUT = 3.0
+
+# Retries are decided per call below (only when the request certainly never left).
+POOL = urllib3.PoolManager(num_pools=4, maxsize=2, retries=False, cert_reqs="CERT_REQUIRED")
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    # Values that must never come back in an error description (password, tokens, secret).
+    sensitive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+
+def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
+    """POST once; retry once only if the connection was never made (refused, DNS)."""
+    deadline = time.monotonic() + timeout
+    for attempt in (1, 2):
+        try:
+            return _post(request, deadline)
+        except NewConnectionError as exc:  # before ConnectTimeoutError: it is a subclass
+            if attempt == 2 or deadline - time.monotonic() <= 0:
+                raise UpstreamFailure("Could not connect to the upstream authorization server.") from exc
+            logger.warning("Upstream connection failed; retrying once", extra={"reason": type(exc).__name__})
+        except (ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise UpstreamTimeout() from exc
+        except SSLError as exc:
+            raise UpstreamFailure("TLS to the upstream authorization server failed.") from exc
+        except (HTTPError, OSError) as exc:
+            raise UpstreamFailure("The connection to the upstream authorization server failed.") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
+    remaining = deadline - time.monotonic()
+    response = POOL.urlopen(
+        "POST",
+        request.url,
+        body=request.body,
+        headers=dict(request.headers),
+        redirect=False,
+        retries=False,
+        timeout=urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, remaining), read=remaining),
+        preload_content=False,
+    )
+    try:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise UpstreamFailure("The upstream answer is too large.")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout()
+            sock = getattr(response.connection, "sock", None)
+            if sock is not None:
+                sock.settimeout(remaining)  # the deadline covers the whole body, not each read
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise UpstreamFailure("The upstream answer is too large.")
+            chunks.append(chunk)
+    except BaseException:
+        response.close()  # a half-read connection must not go back to the pool
+        raise
+    finally:
+        response.release_conn()
+    return UpstreamAnswer(response.status, {k.lower(): v for k, v in response.headers.items()}, b"".join(chunks))
+
+
+def interpret(answer: UpstreamAnswer, profile: Profile, sensitive: tuple[str, ...]) -> dict[str, Any]:
+    """The RFC 6749 §5.1 body for a success; the matching BrokerError otherwise."""
+    status = answer.status
+    if 200 <= status < 300:
+        return _token_body(answer.data, profile)
+    if 300 <= status < 400:
+        raise UpstreamFailure("The upstream authorization server answered with a redirect, which is not followed.")
+    if status in (429, 503):
+        raise UpstreamUnavailable(retry_after=_retry_after(answer.headers.get("retry-after")))
+    if status >= 500:
+        raise UpstreamFailure()
+    error, description = _error_fields(answer.data)
+    if status == 401 or error == "invalid_client":
+        raise ClientRejected()
+    if status == 400 and error in CALLER_ERRORS:
+        text = sanitise_description(description, sensitive) or _DEFAULT_DESCRIPTIONS[error]
+        raise CallerRejected(error, text)
+    raise UpstreamFailure(f"The upstream authorization server answered HTTP {status}.")
+
+
+_DEFAULT_DESCRIPTIONS = {
+    "invalid_grant": "The authorization server rejected the grant.",
+    "invalid_scope": "The requested scope is invalid.",
+    "unauthorized_client": "The client is not authorized for this grant.",
+    "invalid_request": "The authorization server rejected the request as malformed.",
+    "unsupported_grant_type": "The authorization server does not support this grant.",
+}
+
+
+def _error_fields(data: bytes) -> tuple[str, str]:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    error, description = body.get("error"), body.get("error_description")
+    return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
+
+
+def _token_body(data: bytes, profile: Profile) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamFailure("The upstream answer is not JSON.") from exc
+    if not isinstance(body, dict):
+        raise UpstreamFailure("The upstream answer is not a JSON object.")
+    renamed = {profile.response_fields.get(key, key): value for key, value in body.items()}
+    access_token = renamed.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise UpstreamFailure("The upstream answer has no access_token.")
+    token_type = renamed.get("token_type")
+    result: dict[str, Any] = {
+        "access_token": access_token,
+        "token_type": token_type if isinstance(token_type, str) and token_type else "Bearer",
+    }
+    expires_in = renamed.get("expires_in")
+    if (isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)) or (
+        isinstance(expires_in, str) and expires_in.isdigit()
+    ):
+        result["expires_in"] = int(expires_in)
+    for key in ("refresh_token", "scope", "id_token"):
+        value = renamed.get(key)
+        if isinstance(value, str) and value:
+            result[key] = value
+    return result
+
+
+def _retry_after(value: str | None) -> str | None:
+    """Pass on a Retry-After only in one of its two RFC 9110 forms."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit() and len(value) <= 6:
+        return value
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value.isascii() and "\r" not in value and "\n" not in value else None
