@@ -1,0 +1,81 @@
+"""Django settings for the local upstream, built in code from the command line."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):  # type: ignore[misc]  # Django is untyped
+    """PBKDF2 with a token work factor.
+
+    Django's default (1.5M rounds) costs ~1 s per grant here: one hash for the client
+    secret, one for the user's password. This server only holds demo credentials.
+    """
+
+    iterations = 1000
+
+
+def build(*, db_path: Path, host: str, access_token_expire_seconds: int) -> dict[str, Any]:
+    """Return the keyword arguments for ``django.conf.settings.configure``."""
+    return {
+        "DEBUG": False,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": sorted({"127.0.0.1", "localhost", "[::1]", host}),
+        "ROOT_URLCONF": "local.upstream.urls",
+        "INSTALLED_APPS": [
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "oauth2_provider",
+        ],
+        # No CsrfViewMiddleware: every view here is an API called with client credentials.
+        "MIDDLEWARE": [
+            "local.upstream.views.stats_middleware",
+            "django.middleware.security.SecurityMiddleware",
+        ],
+        "DATABASES": {
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(db_path),
+                "OPTIONS": {
+                    # IMMEDIATE: concurrent refreshes queue on the write lock instead of
+                    # failing with "database is locked" when a read lock cannot upgrade.
+                    "transaction_mode": "IMMEDIATE",
+                    "timeout": 20,
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;",
+                },
+            }
+        },
+        # Tables straight from the models (``migrate --run-syncdb``) rather than replaying
+        # ~40 migrations: start-up drops from ~1.4 s to ~0.1 s on a fresh database.
+        "MIGRATION_MODULES": {"contenttypes": None, "auth": None, "oauth2_provider": None},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "USE_TZ": True,
+        "PASSWORD_HASHERS": ["local.upstream.settings.FastPBKDF2PasswordHasher"],
+        "OAUTH2_PROVIDER": {
+            "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_expire_seconds,
+            "ROTATE_REFRESH_TOKEN": True,
+            # No grace period: an old refresh token fails as soon as it has been used.
+            "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+            "REFRESH_TOKEN_REUSE_PROTECTION": False,
+            "SCOPES": {"read": "Read access", "introspection": "Token introspection"},
+            "DEFAULT_SCOPES": ["read"],
+            # Reject access tokens in query strings. (Not COMPLIANT_BCP_RFC9700_TOKEN_STORAGE:
+            # DOT 3.4.1 then answers concurrent refreshes of one token with a 500.)
+            "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+        },
+        # Quiet: the server's own access log (method, path, status) is enough; nothing
+        # here may ever log a password, secret or token.
+        "LOGGING": {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+            "root": {"handlers": ["stderr"], "level": "ERROR"},
+            "loggers": {
+                "django": {"handlers": ["stderr"], "level": "ERROR", "propagate": False},
+            },
+        },
+    }
