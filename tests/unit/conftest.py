@@ -65,11 +65,11 @@ def secrets_manager() -> Iterator[SecretsManager]:
                 )
             return made
 
-        broker.secrets._client = counting_client  # type: ignore[assignment]  # instrumented, same behaviour
+        broker.secrets._client = counting_client  # instrumented, same behaviour
         try:
             yield manager
         finally:
-            broker.secrets._client = original  # type: ignore[assignment]
+            broker.secrets._client = original
             broker.secrets._CLIENT = None
 
 

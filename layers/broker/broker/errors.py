@@ -11,6 +11,8 @@ import re
 
 # RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
 _NOT_RFC6749_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]+")
+# A long unbroken run of token characters is a token or a hash, not prose: never pass one on.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
 MAX_DESCRIPTION = 200
 
 # Upstream error codes that belong to the caller (the SPA) and are passed through as 400.
@@ -24,6 +26,7 @@ def sanitise_description(text: str, redact: tuple[str, ...] = ()) -> str:
     for value in redact:
         if value:
             text = text.replace(value, "[redacted]")
+    text = _TOKEN_LIKE.sub("[redacted]", text)
     text = _NOT_RFC6749_CHARS.sub(" ", text).strip()
     text = " ".join(text.split())
     if len(text) > MAX_DESCRIPTION:
