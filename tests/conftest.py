@@ -4,7 +4,6 @@ planted password, secret or token appears in any of them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,14 @@ from tests.support import SINK, LogSink, leaked
 
 
 @pytest.fixture(scope="session", autouse=True)
-def log_sink() -> Iterator[LogSink]:
+def log_sink() -> LogSink:
     logging.getLogger().addHandler(SINK)
     # Powertools' logger does not propagate to the root logger: attach to it directly.
     from broker.observability import logger
 
     logger.addHandler(SINK)
     SINK.setFormatter(logger.registered_formatter)  # the exact JSON lines Lambda would ship
-    yield SINK
+    return SINK
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

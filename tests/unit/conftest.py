@@ -98,7 +98,8 @@ def load_app(monkeypatch: pytest.MonkeyPatch, httpserver: HTTPServer) -> AppLoad
             monkeypatch.setenv(key, value)
         path = ROOT / "functions" / name / "app.py"
         spec = importlib.util.spec_from_file_location(f"app_{name}", path)
-        assert spec and spec.loader
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
