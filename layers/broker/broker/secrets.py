@@ -1,12 +1,15 @@
 """The broker's credentials from Secrets Manager: cached for a TTL, re-read on demand.
 
 Only a secret that parsed and validated is cached; any failure leaves the cache as it was
-(empty on a cold start), so the next call after the fix succeeds.
+(empty on a cold start), so the next call after the fix succeeds. The secret is read either
+with the SDK (``BROKER_SECRETS_BACKEND=sdk``, the default) or from the AWS Parameters and
+Secrets Lambda Extension (``extension``), which keeps the SDK out of the function entirely.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from broker.errors import SecretUnavailable
+from broker.errors import ConfigError, SecretUnavailable
 from broker.observability import logger
 
 Fetch = Callable[[str], str]
@@ -54,8 +57,32 @@ def parse_secret(raw: str) -> BrokerSecret:
     return BrokerSecret(MappingProxyType(values))
 
 
-def boto3_fetch(secret_id: str) -> str:
-    """GetSecretValue with the SDK; the client is created on first use and reused."""
+BACKENDS = ("sdk", "extension")
+
+
+def fetcher_for(backend: str, env: Mapping[str, str] | None = None) -> Fetch:
+    """The secret reader for a ``BROKER_SECRETS_BACKEND``, made ready at cold start.
+
+    ``sdk``: GetSecretValue through botocore (the client is created now, in the init phase,
+    which Lambda runs at full CPU and SnapStart snapshots). ``extension``: the AWS Parameters
+    and Secrets Lambda Extension on localhost, read with urllib3, so the SDK is never imported.
+    """
+    env = os.environ if env is None else env
+    if backend == "sdk":
+        _client()
+        return sdk_fetch
+    if backend == "extension":
+        return ExtensionFetch(_port(env.get("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "")))
+    raise ConfigError(f"BROKER_SECRETS_BACKEND must be one of: {', '.join(BACKENDS)}")
+
+
+def backend_from_env(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("BROKER_SECRETS_BACKEND", "").strip().lower() or "sdk"
+
+
+def sdk_fetch(secret_id: str) -> str:
+    """GetSecretValue with the SDK's one client."""
     response = _client().get_secret_value(SecretId=secret_id)
     secret = response.get("SecretString")
     if not isinstance(secret, str):
@@ -67,12 +94,68 @@ _CLIENT: Any = None
 
 
 def _client() -> Any:
+    """The one Secrets Manager client, created through botocore, boto3's own core.
+
+    ``import boto3`` also imports s3transfer (through boto3.compat), which a Secrets Manager
+    client never uses; botocore makes the same client (same credential chain, region and
+    AWS_ENDPOINT_URL_SECRETS_MANAGER) without it. The cost is measured in bench/results.md.
+    """
     global _CLIENT
     if _CLIENT is None:
-        import boto3  # noqa: PLC0415 - the SDK is loaded once, by the first secret read
+        import botocore.session  # noqa: PLC0415 - only the sdk backend loads the SDK
 
-        _CLIENT = boto3.client("secretsmanager")
+        _CLIENT = botocore.session.get_session().create_client("secretsmanager")
     return _CLIENT
+
+
+class ExtensionError(Exception):
+    """The extension answered something other than a secret (the status is logged, never the body)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.response = {"Error": {"Code": f"extension HTTP {status}"}}
+
+
+class ExtensionFetch:
+    """``GET /secretsmanager/get?secretId=…`` on the AWS Parameters and Secrets Lambda Extension.
+
+    The extension caches the secret itself (SECRETS_MANAGER_TTL, 300 s by default), so a
+    forced re-read after a rejected client secret sees a rotation only once that cache expires.
+    https://docs.aws.amazon.com/secretsmanager/latest/userguide/retrieving-secrets_lambda.html
+    """
+
+    def __init__(self, port: int) -> None:
+        import urllib3  # noqa: PLC0415 - already loaded by broker.upstream; no SDK import
+
+        # The extension answers only in the invoke phase: nothing is sent from here.
+        self._pool = urllib3.HTTPConnectionPool(
+            "localhost", port, maxsize=1, retries=False, timeout=urllib3.Timeout(connect=1.0, read=5.0)
+        )
+
+    def __call__(self, secret_id: str) -> str:
+        response = self._pool.request(
+            "GET",
+            "/secretsmanager/get",
+            fields={"secretId": secret_id},
+            # The session token is read per call: the runtime may renew it (SnapStart restore).
+            headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")},
+        )
+        if response.status != 200:
+            raise ExtensionError(response.status)
+        try:
+            secret = json.loads(response.data).get("SecretString")
+        except (ValueError, AttributeError) as exc:
+            raise SecretUnavailable("The extension's answer is not a GetSecretValue result.") from exc
+        if not isinstance(secret, str):
+            raise SecretUnavailable("The broker's secret has no SecretString.")
+        return secret
+
+
+def _port(raw: str) -> int:
+    raw = raw.strip() or "2773"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT must be a TCP port")
+    return int(raw)
 
 
 class SecretStore:
@@ -83,13 +166,14 @@ class SecretStore:
         secret_id: str,
         ttl: float,
         required: tuple[str, ...],
-        fetch: Fetch = boto3_fetch,
+        fetch: Fetch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._secret_id = secret_id
         self._ttl = ttl
         self._required = required
-        self._fetch = fetch
+        # None: the backend BROKER_SECRETS_BACKEND names, chosen and made ready once, now.
+        self._fetch = fetch or fetcher_for(backend_from_env())
         self._clock = clock
         self._lock = threading.Lock()
         self._value: BrokerSecret | None = None

@@ -8,6 +8,8 @@ password elsewhere), and one deadline covers the whole call, body included.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,9 +60,36 @@ class UpstreamAnswer:
     data: bytes
 
 
+class _DeadlinePassed(Exception):
+    """Raised by the alarm when the whole call's deadline passes."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _DeadlinePassed
+
+
 def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
-    """POST once; retry once only if the connection was never made (refused, DNS)."""
-    deadline = time.monotonic() + timeout
+    """POST once; retry once only if the connection was never made (refused, DNS).
+
+    Socket timeouts bound each read; an upstream that trickles its status line and headers
+    a byte at a time would pass every one of them. So in Lambda's main thread an interval
+    timer (one syscall to arm, one to disarm) interrupts the call at the deadline.
+    """
+    alarm = threading.current_thread() is threading.main_thread()
+    if alarm:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return _send(request, time.monotonic() + timeout)
+    except _DeadlinePassed as exc:
+        raise UpstreamTimeout() from exc
+    finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _send(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     for attempt in (1, 2):
         try:
             return _post(request, deadline)
