@@ -17,7 +17,7 @@ from samtranslator.translator.transform import transform
 
 from tests.support import ROOT
 
-FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction")
+FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction", "LogoutFunction")
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 ALLOWED_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
@@ -94,7 +94,7 @@ def test_each_role_reads_only_its_secret(function: str) -> None:
 
 
 def test_login_and_refresh_cannot_read_a_separate_exchange_secret() -> None:
-    for function in ("PasswordFunction", "RefreshFunction"):
+    for function in ("PasswordFunction", "RefreshFunction", "LogoutFunction"):
         names = {secret_name_of(s["Resource"]) for s in role_statements(function)}
         assert names == {"ClientSecretName"}
     exchange = json.dumps(role_statements("ExchangeFunction"))

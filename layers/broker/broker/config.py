@@ -19,6 +19,11 @@ class Config:
     allowed_origins: frozenset[str]
     secret_ttl: float = 300.0
     upstream_timeout: float = 8.0
+    # BFF mode (CONTRACT.md): "body" hands the refresh token to the SPA, "cookie" never does.
+    refresh_delivery: str = "body"
+    cookie_max_age: int = 30 * 24 * 3600
+    # Binds refresh cookies to this deployment (AES-GCM associated data).
+    deployment_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -39,12 +44,20 @@ class Config:
         )
         if "*" in origins or "null" in origins:
             raise ConfigError("BROKER_ALLOWED_ORIGINS lists exact origins; '*' and 'null' are not allowed")
+        delivery = env.get("BROKER_REFRESH_DELIVERY", "").strip().lower() or "body"
+        if delivery not in ("body", "cookie"):
+            raise ConfigError("BROKER_REFRESH_DELIVERY must be body or cookie")
+        if delivery == "cookie" and not origins:
+            raise ConfigError("cookie mode needs BROKER_ALLOWED_ORIGINS (the CSRF defence checks Origin)")
         return cls(
             secret_id=secret_id,
             profile=profile,
             allowed_origins=origins,
             secret_ttl=_number(env, "BROKER_SECRET_TTL", 300.0, minimum=0.0),
             upstream_timeout=_number(env, "BROKER_UPSTREAM_TIMEOUT", 8.0, minimum=0.1, maximum=28.0),
+            refresh_delivery=delivery,
+            cookie_max_age=int(_number(env, "BROKER_COOKIE_MAX_AGE", 30 * 24 * 3600, minimum=60, maximum=400 * 86400)),
+            deployment_id=env.get("BROKER_DEPLOYMENT_ID", "").strip() or secret_id,
         )
 
 

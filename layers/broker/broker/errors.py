@@ -68,6 +68,12 @@ class OriginNotAllowed(InvalidRequest):
     default_description = "This origin is not allowed."
 
 
+class CsrfRejected(InvalidRequest):
+    """Cookie mode: a refresh or logout without X-CSRF: 1 or without an allowed Origin."""
+
+    status = 403
+
+
 class CallerRejected(BrokerError):
     """The upstream refused the caller's grant (wrong password, spent refresh token...)."""
 

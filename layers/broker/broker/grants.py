@@ -21,13 +21,16 @@ from broker import schemas
 from broker.config import Config
 from broker.errors import (
     BrokerError,
+    CallerRejected,
     ClientRejected,
     ConfigError,
+    CsrfRejected,
     InvalidRequest,
     OriginNotAllowed,
     SecretUnavailable,
 )
-from broker.http import Request, error_response, json_response, parse_event, parse_params, preflight_response
+from broker.http import Cors, Request, error_response, json_response, parse_event, parse_params, preflight_response
+from broker.metrics import metrics_count
 from broker.observability import logger
 from broker.profiles import Profile
 from broker.secrets import BrokerSecret, SecretStore
@@ -49,7 +52,7 @@ class Grant:
     def secret_keys(self, profile: Profile) -> tuple[str, ...]:
         if self.name == "exchange":
             keys = {"exchange_token"}
-        elif profile.client_auth == "none":
+        elif (self.name == "logout" and not profile.revocation_url) or profile.client_auth == "none":
             keys = set()
         else:
             keys = {"client_id", "client_secret"}
@@ -82,6 +85,7 @@ def _grant(name: str, schema: Mapping[str, Any], forwarded: tuple[str, ...], sen
 PASSWORD = _grant("password", schemas.PASSWORD, ("username", "password", "scope"), ("password",))
 REFRESH = _grant("refresh_token", schemas.REFRESH, ("refresh_token", "scope"), ("refresh_token",))
 EXCHANGE = _grant("exchange", schemas.EXCHANGE, (), ())
+LOGOUT = _grant("logout", schemas.LOGOUT, (), ("refresh_token",))
 
 
 def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret, profile: Profile) -> UpstreamRequest:
@@ -125,40 +129,134 @@ def _checked(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def build_revocation(token: str, secret: BrokerSecret, profile: Profile) -> UpstreamRequest:
+    """RFC 7009: revoke a refresh token with the client's own credentials (always a form)."""
+    if not profile.revocation_url:
+        raise ConfigError("the profile has no revocation_url")
+    fields = {"token": token, "token_type_hint": "refresh_token"}
+    headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+    client_id, client_secret = secret.values.get("client_id", ""), secret.values.get("client_secret", "")
+    if profile.client_auth == "client_secret_post":
+        fields.update(client_id=client_id, client_secret=client_secret)
+    elif profile.client_auth == "client_secret_basic":
+        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    body = urlencode(fields).encode("ascii")
+    return UpstreamRequest(profile.revocation_url, _checked(headers), body, (*secret.sensitive_values(), token))
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Mapping[str, Any]
+    cookies: tuple[str, ...] = ()
+
+
 class TokenBroker:
     """Serves one route. Created once per execution environment, at cold start."""
 
     def __init__(self, grant: Grant, config: Config, secrets: SecretStore | None = None) -> None:
         self.grant = grant
         self.config = config
-        self.secrets = secrets or SecretStore(config.secret_id, config.secret_ttl, grant.secret_keys(config.profile))
-        endpoint = config.profile.exchange_url if grant.name == "exchange" else config.profile.token_url
+        self.cookie_mode = config.refresh_delivery == "cookie"
+        self.cors = Cors(config.allowed_origins, credentials=self.cookie_mode)
+        required = grant.secret_keys(config.profile)
+        if self.cookie_mode and grant.name in ("password", "refresh_token", "logout"):
+            required = (*required, "broker_keys")
+        self.secrets = secrets or SecretStore(config.secret_id, config.secret_ttl, required)
+        profile = config.profile
+        endpoint = {"exchange": profile.exchange_url, "logout": "optional"}.get(grant.name, profile.token_url)
         if not endpoint:
             raise ConfigError(f"the profile has no {'exchange_url' if grant.name == 'exchange' else 'token_url'}")
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        origins = self.config.allowed_origins
         request: Request | None = None
         started = time.perf_counter()
+        cookies: tuple[str, ...] = ()
         try:
             request = parse_event(event)
-            if request.origin is not None and request.origin not in origins:
+            if request.origin is not None and request.origin not in self.cors.origins:
                 raise OriginNotAllowed()
             if request.method == "OPTIONS":
-                return preflight_response(request, origins)
+                return preflight_response(request, self.cors)
             if request.method != "POST":
                 raise InvalidRequest("Only POST is supported on this route.")
-            params = self.grant.check(parse_params(request))
-            tokens = self._call(params)
+            reply = self._serve(request)
         except BrokerError as exc:
+            if self.cookie_mode and isinstance(exc, CallerRejected) and exc.error == "invalid_grant":
+                cookies = (clear_cookie_header(),)  # the refresh token is dead: drop the cookie too
             self._log(exc.status, exc.error, started)
-            return error_response(exc, request, origins)
+            return error_response(exc, request, self.cors, cookies)
         except Exception:
             # A bug, not a user error. The traceback names code, never request values.
             logger.exception("Unexpected failure")
-            return error_response(BrokerError(), request, origins)
-        self._log(200, None, started)
-        return json_response(200, tokens, request, origins)
+            return error_response(BrokerError(), request, self.cors)
+        self._log(reply.status, None, started)
+        return json_response(reply.status, reply.body, request, self.cors, cookies=reply.cookies)
+
+    def _serve(self, request: Request) -> Reply:
+        if self.cookie_mode and self.grant.name in ("refresh_token", "logout"):
+            _check_csrf(request)
+        params = self.grant.check(parse_params(request))
+        if self.grant.name == "logout":
+            return self._logout(request, params)
+        if self.cookie_mode and self.grant.name == "refresh_token":
+            params = {**params, "refresh_token": self._cookie_token(request)}
+        elif self.grant.name == "refresh_token" and "refresh_token" not in params:
+            raise InvalidRequest("Missing required parameter: refresh_token.")
+        tokens = self._call(params)
+        if self.cookie_mode and "refresh_token" in tokens:
+            jar = self._jar(self.secrets.get())
+            cookie = jar.set_cookie(tokens.pop("refresh_token"))
+            return Reply(200, tokens, (cookie,))
+        return Reply(200, tokens)
+
+    def _cookie_token(self, request: Request) -> str:
+        value = read_cookie_value(request)
+        if value is None:
+            raise InvalidRequest("The refresh cookie is missing; sign in again.")
+        token: str = self._jar(self.secrets.get()).open(value)
+        return token
+
+    def _logout(self, request: Request, params: Mapping[str, str]) -> Reply:
+        cookies: tuple[str, ...] = ()
+        token: str | None
+        if self.cookie_mode:
+            cookies = (clear_cookie_header(),)
+            try:
+                token = self._cookie_token(request)
+            except BrokerError:
+                token = None  # nothing valid to revoke; the cookie is cleared all the same
+        else:
+            token = params.get("refresh_token")
+            if token is None:
+                raise InvalidRequest("Missing required parameter: refresh_token.")
+        if token is not None:
+            self._revoke(token)
+        return Reply(200, {}, cookies)
+
+    def _revoke(self, token: str) -> None:
+        """RFC 7009. A failure never blocks the logout: it is logged (no token) and counted."""
+        if not self.config.profile.revocation_url:
+            logger.info("The profile has no revocation_url; the refresh token was not revoked")
+            return
+        try:
+            secret = self.secrets.get()
+            request = build_revocation(token, secret, self.config.profile)
+            answer = send(request, self.config.upstream_timeout)
+        except BrokerError as exc:
+            logger.error("Token revocation failed", extra={"error": exc.error, "status": exc.status})
+            metrics_count("RevocationFailed")
+            return
+        if answer.status != 200:
+            logger.error("Token revocation refused", extra={"upstream_status": answer.status})
+            metrics_count("RevocationFailed")
+
+    def _jar(self, secret: BrokerSecret) -> Any:
+        from broker.cookies import CookieJar, parse_keys  # noqa: PLC0415 - cookie mode only
+
+        keys = parse_keys(secret.values.get("broker_keys", ""))
+        return CookieJar(keys, self.config.deployment_id, self.config.cookie_max_age)
 
     def _call(self, params: dict[str, str]) -> dict[str, Any]:
         secret = self.secrets.get()
@@ -182,14 +280,31 @@ class TokenBroker:
         return interpret(answer, self.config.profile, request.sensitive)
 
     def _log(self, status: int, error: str | None, started: float) -> None:
-        fields = {
-            "grant": self.grant.name,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
+        duration = round((time.perf_counter() - started) * 1000, 2)
+        fields: dict[str, Any] = {"grant": self.grant.name, "status": status, "duration_ms": duration}
         if error:
             fields["error"] = error
         if status >= 500:
             logger.warning("Token request failed", extra=fields)
         else:
             logger.info("Token request finished", extra=fields)
+
+
+def _check_csrf(request: Request) -> None:
+    """Cookie mode: a custom header forces a CORS preflight, and the Origin must be listed."""
+    if request.headers.get("x-csrf") != "1":
+        raise CsrfRejected("The X-CSRF: 1 header is required.")
+    if request.origin is None:
+        raise CsrfRejected("An allowed Origin header is required.")
+
+
+def read_cookie_value(request: Request) -> str | None:
+    from broker.cookies import read_cookie  # noqa: PLC0415 - cookie mode only
+
+    return read_cookie(request.headers, list(request.cookie_headers))
+
+
+def clear_cookie_header() -> str:
+    from broker.cookies import clear_cookie  # noqa: PLC0415 - cookie mode only
+
+    return clear_cookie()

@@ -32,6 +32,7 @@ class Request:
     headers: Mapping[str, str]  # lower-case names, first value
     body: bytes
     source_ip: str
+    cookie_headers: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str | None:
@@ -62,6 +63,19 @@ def parse_event(event: Mapping[str, Any]) -> Request:
         headers=headers,
         body=_body(event),
         source_ip=source_ip if isinstance(source_ip, str) else "",
+        cookie_headers=_all_values(event.get("multiValueHeaders"), "cookie"),
+    )
+
+
+def _all_values(multi: Any, wanted: str) -> tuple[str, ...]:
+    if not isinstance(multi, Mapping):
+        return ()
+    return tuple(
+        value
+        for name, values in multi.items()
+        if isinstance(name, str) and name.lower() == wanted and isinstance(values, list)
+        for value in values
+        if isinstance(value, str)
     )
 
 
@@ -180,43 +194,57 @@ def _safe_name(name: str) -> str:
     return repr(cleaned) if cleaned else "(unnamed)"
 
 
-def _cors(request: Request | None, allowed: frozenset[str]) -> dict[str, str]:
-    origin = request.origin if request else None
-    if origin and origin in allowed:
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-    return {"Vary": "Origin"}
+@dataclass(frozen=True)
+class Cors:
+    """The allowed origins, and whether the browser may send cookies (BFF mode)."""
+
+    origins: frozenset[str]
+    credentials: bool = False
+
+    def headers(self, request: Request | None) -> dict[str, str]:
+        origin = request.origin if request else None
+        if origin and origin in self.origins:
+            allowed = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+            if self.credentials:
+                allowed["Access-Control-Allow-Credentials"] = "true"
+            return allowed
+        return {"Vary": "Origin"}
 
 
 def json_response(
     status: int,
     body: Mapping[str, Any],
     request: Request | None,
-    allowed_origins: frozenset[str],
+    cors: Cors,
     extra_headers: Mapping[str, str] | None = None,
+    cookies: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    headers = {**_NO_STORE, **_cors(request, allowed_origins), **(extra_headers or {})}
+    headers = {**_NO_STORE, **cors.headers(request), **(extra_headers or {})}
+    # Set-Cookie goes in multiValueHeaders: API Gateway would keep only one from `headers`.
     return {
         "statusCode": status,
         "headers": headers,
-        "multiValueHeaders": {},
+        "multiValueHeaders": {"Set-Cookie": list(cookies)} if cookies else {},
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }
 
 
-def error_response(error: BrokerError, request: Request | None, allowed_origins: frozenset[str]) -> dict[str, Any]:
+def error_response(
+    error: BrokerError, request: Request | None, cors: Cors, cookies: tuple[str, ...] = ()
+) -> dict[str, Any]:
     extra = {"Retry-After": error.retry_after} if error.retry_after else None
     body = {"error": error.error, "error_description": error.description}
-    return json_response(error.status, body, request, allowed_origins, extra)
+    return json_response(error.status, body, request, cors, extra, cookies)
 
 
-def preflight_response(request: Request, allowed_origins: frozenset[str]) -> dict[str, Any]:
+def preflight_response(request: Request, cors: Cors) -> dict[str, Any]:
     """CORS preflight: 204 for an allowed origin, 403 otherwise."""
-    if request.origin not in allowed_origins:
-        return error_response(OriginNotAllowed(), request, allowed_origins)
+    if request.origin not in cors.origins:
+        return error_response(OriginNotAllowed(), request, cors)
     headers = {
         **_NO_STORE,
-        **_cors(request, allowed_origins),
+        **cors.headers(request),
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
         "Access-Control-Max-Age": "600",

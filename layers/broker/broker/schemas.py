@@ -27,7 +27,6 @@ PASSWORD: dict[str, Any] = {
 REFRESH: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
-    "required": ["refresh_token"],
     "properties": {
         "grant_type": {"const": "refresh_token"},
         "refresh_token": _TEXT,
@@ -38,4 +37,14 @@ REFRESH: dict[str, Any] = {
 EXCHANGE: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
+}
+
+# Body mode sends {"refresh_token"}; cookie mode sends nothing (the cookie carries it).
+LOGOUT: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "refresh_token": _TEXT,
+        "token_type_hint": {"type": "string", "maxLength": 64},
+    },
 }

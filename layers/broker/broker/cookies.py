@@ -1,0 +1,120 @@
+"""BFF mode: the refresh token travels only inside an encrypted, HttpOnly cookie.
+
+The cookie value is AES-256-GCM over ``{"rt": <refresh token>, "exp": <epoch>}``, with the
+deployment's id as associated data, so a cookie from another deployment (even one sharing
+the keys) does not open. Keys come from the secret's ``broker_keys`` (base64url, 32 bytes,
+newest first): the newest seals, every listed key opens, so keys rotate without logging
+anyone out. This module imports ``cryptography``: it is loaded only in cookie mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from broker.errors import CallerRejected, SecretUnavailable
+
+COOKIE_NAME = "__Host-broker-refresh"
+_VERSION = b"\x01"
+_KID_BYTES = 4
+_NONCE_BYTES = 12
+_ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Strict"
+
+
+class InvalidCookie(CallerRejected):
+    """A cookie that does not open, is expired, or belongs elsewhere: 400 invalid_grant."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_grant", "The refresh cookie is invalid or expired; sign in again.")
+
+
+def parse_keys(joined: str) -> tuple[bytes, ...]:
+    """``broker_keys`` as the secret store flattens it: base64url keys joined by commas."""
+    keys = []
+    for text in (part.strip() for part in joined.split(",")):
+        if not text:
+            continue
+        try:
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise SecretUnavailable("The broker's secret holds a malformed broker_keys entry.") from exc
+        if len(key) != 32:
+            raise SecretUnavailable("Each broker_keys entry must be 32 bytes (base64url).")
+        keys.append(key)
+    if not keys:
+        raise SecretUnavailable("Cookie mode needs broker_keys in the broker's secret.")
+    return tuple(keys)
+
+
+def _kid(key: bytes) -> bytes:
+    return hashlib.sha256(b"broker-cookie-kid" + key).digest()[:_KID_BYTES]
+
+
+@dataclass(frozen=True)
+class CookieJar:
+    """Seals and opens refresh cookies for one deployment."""
+
+    keys: tuple[bytes, ...]
+    deployment: str
+    max_age: int
+    clock: Callable[[], float] = time.time
+
+    def seal(self, refresh_token: str) -> str:
+        key = self.keys[0]
+        nonce = os.urandom(_NONCE_BYTES)
+        payload = json.dumps({"rt": refresh_token, "exp": int(self.clock()) + self.max_age}).encode()
+        sealed = AESGCM(key).encrypt(nonce, payload, self._aad())
+        return base64.urlsafe_b64encode(_VERSION + _kid(key) + nonce + sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, value: str) -> str:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidCookie from exc
+        head = 1 + _KID_BYTES + _NONCE_BYTES
+        if len(raw) <= head + 16 or raw[:1] != _VERSION:
+            raise InvalidCookie
+        kid, nonce, sealed = raw[1 : 1 + _KID_BYTES], raw[1 + _KID_BYTES : head], raw[head:]
+        for key in self.keys:
+            if _kid(key) != kid:
+                continue
+            try:
+                payload = json.loads(AESGCM(key).decrypt(nonce, sealed, self._aad()))
+            except (InvalidTag, ValueError):
+                break
+            if not isinstance(payload, dict) or not isinstance(payload.get("rt"), str):
+                break
+            if not isinstance(payload.get("exp"), int) or payload["exp"] <= self.clock():
+                break
+            token: str = payload["rt"]
+            return token
+        raise InvalidCookie
+
+    def _aad(self) -> bytes:
+        return b"broker-refresh-cookie|" + self.deployment.encode()
+
+    def set_cookie(self, refresh_token: str) -> str:
+        return f"{COOKIE_NAME}={self.seal(refresh_token)}; Max-Age={self.max_age}; {_ATTRIBUTES}"
+
+
+def clear_cookie() -> str:
+    return f"{COOKIE_NAME}=; Max-Age=0; {_ATTRIBUTES}"
+
+
+def read_cookie(headers: Mapping[str, str], all_cookie_headers: list[str]) -> str | None:
+    """The refresh cookie's value from the request's Cookie header(s), if present."""
+    for header in all_cookie_headers or [headers.get("cookie", "")]:
+        for part in header.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE_NAME and value:
+                return value
+    return None
