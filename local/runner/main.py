@@ -1,0 +1,178 @@
+"""``python -m local.runner``: the broker on http://127.0.0.1:3000 the way Lambda runs it, without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from local.runner.emulator import EmulatorPool, lambda_environment
+from local.runner.logs import LogSink
+from local.runner.server import BrokerServer
+from local.runner.services import DEMO_PASSWORD, DEMO_USERNAME, REPO_ROOT
+from local.runner.stack import Stack, configure, local_stack, read_secret_file
+from local.runner.template import App, TemplateError, load_app
+
+BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
+
+
+@dataclass(frozen=True)
+class Options:
+    port: int
+    max_concurrency: int
+    profile: str | None
+    secret_file: Path | None
+    env: dict[str, str]
+    parameter_overrides: dict[str, str]
+    build: bool
+    template: Path
+    log_file: Path | None
+    state_dir: Path | None
+
+
+def key_values(items: Sequence[str] | None, option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{option} takes KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m local.runner", description=__doc__)
+    parser.add_argument("--port", type=int, default=3000, help="0 picks a free port (default 3000)")
+    parser.add_argument("--max-concurrency", type=int, default=4, help="warm emulators per function (default 4)")
+    parser.add_argument("--profile", help="upstream profile (preset name or JSON); default: the local upstream")
+    parser.add_argument("--secret-file", type=Path, help="JSON object stored as the secret (default: demo)")
+    parser.add_argument("--env", nargs="+", action="extend", metavar="KEY=VALUE", help="set in every function")
+    parser.add_argument("--parameter-overrides", nargs="+", action="extend", metavar="KEY=VALUE")
+    parser.add_argument("--no-build", dest="build", action="store_false", help="skip `sam build --cached`")
+    parser.add_argument("--template", type=Path, default=BUILT_TEMPLATE, help="the built template to serve")
+    parser.add_argument("--log-file", type=Path, help="also append every log line here")
+    parser.add_argument("--state-dir", type=Path, help="the local upstream's database (default: a temp dir)")
+    args = parser.parse_args(argv)
+    return Options(
+        port=args.port,
+        max_concurrency=args.max_concurrency,
+        profile=args.profile,
+        secret_file=args.secret_file,
+        env=key_values(args.env, "--env"),
+        parameter_overrides=key_values(args.parameter_overrides, "--parameter-overrides"),
+        build=args.build,
+        template=args.template,
+        log_file=args.log_file,
+        state_dir=args.state_dir,
+    )
+
+
+def sam_build() -> None:
+    """``sam build --cached``; the venv's bin first, so SAM's python3.13 workflow finds python3.13."""
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", "SAM_CLI_TELEMETRY": "0"}
+    subprocess.run([str(venv_bin / "sam"), "build", "--cached"], cwd=REPO_ROOT, env=env, check=True, stdout=sys.stderr)
+
+
+class Stopping(Exception):
+    """SIGINT or SIGTERM: unwind, stopping everything on the way out."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    for ignored in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ignored, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+    raise Stopping
+
+
+def load(options: Options) -> App:
+    if options.build:
+        sam_build()
+    return load_app(options.template, options.parameter_overrides)
+
+
+def banner(url: str, stack: Stack) -> str:
+    lines = [f"Token broker running at {url} (Ctrl-C stops it)", "Routes:"]
+    for route in stack.app.routes:
+        lines.append(f"  {route.method:<8} {url}{route.path}  -> {route.function}")
+    lines.append(f"Secrets Manager (moto): {stack.moto_url}  secret(s): {', '.join(stack.secret_ids) or '-'}")
+    if stack.upstream_url:
+        lines.append(f"Upstream (django-oauth-toolkit): {stack.upstream_url}")
+        lines.append(f"Demo user: {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        login = json.dumps({"username": DEMO_USERNAME, "password": DEMO_PASSWORD}, separators=(",", ":"))
+        lines.append("Log in:")
+        lines.append(f"  curl -s -XPOST {url}/auth/login -H 'content-type: application/json' -d '{login}'")
+    else:
+        profile = {f.environment.get("BROKER_PROFILE") for f in stack.app.functions.values()}
+        lines.append(f"Upstream profile: {', '.join(sorted(p for p in profile if p))}")
+    return "\n".join(lines)
+
+
+def serve(options: Options, sink: LogSink) -> None:
+    app, needs_upstream = configure(load(options), profile=options.profile, env=options.env)
+    secret = read_secret_file(options.secret_file)
+    with local_stack(app, sink, secret=secret, needs_upstream=needs_upstream, state_dir=options.state_dir) as stack:
+        for name, reason in stack.app.skipped.items():
+            sink.line("runner", f"{name} skipped: {reason}")
+        for function in stack.app.functions.values():
+            for layer in function.remote_layers:
+                sink.line("runner", f"{function.name}: layer {layer} is not available locally, skipped")
+        pools = {
+            name: EmulatorPool(
+                function,
+                lambda_environment(function, stack.services_env),
+                stack.supervisor,
+                sink,
+                options.max_concurrency,
+            )
+            for name, function in stack.app.functions.items()
+        }
+        server = BrokerServer(options.port, stack.app, pools, sink)
+        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        thread.start()
+        try:
+            print(banner(server.url, stack), flush=True)
+            ready = {
+                "ready": True,
+                "url": server.url,
+                "moto_url": stack.moto_url,
+                "upstream_url": stack.upstream_url,
+                "secret_ids": stack.secret_ids,
+                "routes": [{"method": r.method, "path": r.path, "function": r.function} for r in stack.app.routes],
+                "pid": os.getpid(),
+            }
+            print(json.dumps(ready), flush=True)
+            while True:
+                time.sleep(3600)  # until a signal raises Stopping
+        finally:
+            sink.line("runner", "stopping")
+            server.shutdown()
+            server.server_close()
+            for pool in pools.values():
+                pool.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    options = parse_options(argv)
+    sink = LogSink(log_file=options.log_file)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        serve(options, sink)
+    except Stopping:
+        return 0
+    except (TemplateError, ValueError, OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        sink.line("runner", f"error: {exc}")
+        return 1
+    finally:
+        sink.line("runner", "stopped")
+        sink.close()
+    return 0
