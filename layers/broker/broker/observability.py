@@ -40,10 +40,18 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.keys: dict[str, Any] = {"service": service}
+        self._second = -1
+        self._date = ""
+        self._zone = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        # Powertools' default: '2021-05-03 10:20:19,650+0200'
-        return time.strftime(f"%Y-%m-%d %H:%M:%S,{int(record.msecs):03d}%z", self.converter(record.created))
+        # Powertools' default: '2021-05-03 10:20:19,650+0200'; strftime once a second, not per line.
+        second = int(record.created)
+        if second != self._second:
+            moment = self.converter(record.created)
+            self._second = second
+            self._date, self._zone = time.strftime("%Y-%m-%d %H:%M:%S", moment), time.strftime("%z", moment)
+        return f"{self._date},{int(record.msecs):03d}{self._zone}"
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {

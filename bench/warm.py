@@ -1,0 +1,105 @@
+"""Child process of bench/run.py: runs inside the Lambda-like runtime, cwd = a function's dir.
+
+    warm.py loop  EVENT N NAIVE_EVERY OUT   interleaved: broker handler, raw PoolManager, naive
+    warm.py count EVENT N OUT               1 cold + N warm invocations, schema compilations counted
+    warm.py rss   EVENT OUT                 import + one invocation, then peak RSS
+
+The handler runs in the main thread, as in Lambda (the upstream deadline uses SIGALRM there);
+its log lines go to this process's stdout, which the bench sends to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class Context:
+    function_name = "bench-function"
+    memory_limit_in_mb = 128
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    function_version = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def invoke(handler: Any, event: dict[str, Any]) -> None:
+    response = handler(event, Context())
+    if response["statusCode"] != 200:
+        raise SystemExit(f"not a 200: {response}")
+
+
+def main() -> None:
+    sys.path.insert(0, os.getcwd())  # the function's dir, as Lambda's task root
+    mode, event_path = sys.argv[1], sys.argv[2]
+    event = json.loads(Path(event_path).read_text())
+    out = Path(sys.argv[-1])
+    if mode == "rss":
+        import app
+
+        invoke(app.lambda_handler, event)
+        out.write_text(json.dumps({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+        return
+
+    import fastjsonschema
+
+    compiled = [0]
+    original = fastjsonschema.compile
+
+    def counting_compile(*args: Any, **kwargs: Any) -> Any:
+        compiled[0] += 1
+        return original(*args, **kwargs)
+
+    fastjsonschema.compile = counting_compile  # validate() compiles through this name too
+    import app
+
+    at_import = compiled[0]
+    if mode == "count":
+        invoke(app.lambda_handler, event)  # the cold invocation: first secret read, first connection
+        for _ in range(int(sys.argv[3])):
+            invoke(app.lambda_handler, event)
+        out.write_text(json.dumps({"compiled_at_import": at_import, "compiled_after_import": compiled[0] - at_import}))
+        return
+
+    import naive
+    import urllib3
+
+    rounds, naive_every = int(sys.argv[3]), int(sys.argv[4])
+    raw_pool = urllib3.PoolManager()
+    url = os.environ["BROKER_TOKEN_URL"]
+    body = b"grant_type=password&username=demo&password=demo-password&client_id=bench-client&client_secret=x"
+    headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+
+    def raw() -> None:
+        answer = raw_pool.request("POST", url, body=body, headers=headers)
+        if answer.status != 200:
+            raise SystemExit("raw call failed")
+
+    samples: dict[str, list[int]] = {"broker": [], "raw": [], "naive": []}
+    clock = time.perf_counter_ns
+    for i in range(-200, rounds):  # 200 warm-up rounds, not recorded
+        start = clock()
+        invoke(app.lambda_handler, event)
+        middle = clock()
+        raw()
+        end = clock()
+        if i >= 0:
+            samples["broker"].append(middle - start)
+            samples["raw"].append(end - middle)
+        if i % naive_every == 0:
+            start = clock()
+            invoke(naive.lambda_handler, event)
+            if i >= 0:
+                samples["naive"].append(clock() - start)
+    out.write_text(json.dumps(samples))
+
+
+if __name__ == "__main__":
+    main()
