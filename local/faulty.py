@@ -44,6 +44,8 @@ class Seen:
 @dataclass
 class FaultyUpstream:
     tls: Literal["none", "self-signed", "wrong-host"] = "none"
+    # When set, every request gets this fault whatever its path (one broker, many faults).
+    mode: str | None = None
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
 
@@ -113,7 +115,7 @@ class FaultyUpstream:
                 break
             body += chunk
         self.seen.append(Seen(path, headers, body))
-        return self._answer(conn, path)
+        return self._answer(conn, self.mode or path)
 
     def _answer(self, conn: socket.socket, path: str) -> bool:  # noqa: PLR0911 - one branch per fault
         if path == "/ok":

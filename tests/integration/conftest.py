@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +9,6 @@ import pytest
 
 from local.runner.main import BUILT_TEMPLATE, sam_build
 from local.runner.testing import LocalBroker, run_broker
-
-HAS_LOCAL_UPSTREAM = importlib.util.find_spec("local.upstream") is not None
-
 
 @pytest.fixture(scope="session")
 def built_template() -> Path:
@@ -24,7 +20,5 @@ def built_template() -> Path:
 @pytest.fixture(scope="session")
 def broker(built_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """The real broker, default settings, against the local django-oauth-toolkit upstream."""
-    if not HAS_LOCAL_UPSTREAM:
-        pytest.skip("local.upstream is not there yet")
     with run_broker(tmp_path_factory.mktemp("broker")) as running:
         yield running

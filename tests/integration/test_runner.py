@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -33,7 +32,6 @@ from local.runner.testing import LocalBroker, run_broker
 
 TIMEOUT = 30
 INVOKE = [sys.executable, "-m", "local.invoke"]
-HAS_LOCAL_UPSTREAM = importlib.util.find_spec("local.upstream") is not None
 NOT_LOCAL_PROFILE = "bakrypt"  # any profile: the echo app needs no upstream, so none is started
 
 ECHO_APP = """
@@ -561,7 +559,6 @@ def test_invoke_prints_the_response_and_the_report(echo_template: Path, tmp_path
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not HAS_LOCAL_UPSTREAM, reason="local.upstream is not there yet")
 def test_login_refresh_and_rotation_through_the_real_broker(broker: LocalBroker) -> None:
     # Given the demo user of the local django-oauth-toolkit upstream
     login = requests.post(
