@@ -53,7 +53,10 @@ def modules_after_import(function: str, backend: str) -> set[str]:
     }
     # As in the Lambda runtime, which has neither pyOpenSSL nor awscrt (this venv does, through
     # moto and sam-cli, and botocore imports them when present).
-    code = "import json, sys; sys.modules.update(OpenSSL=None, awscrt=None); import app; print(json.dumps(sorted(sys.modules)))"
+    code = (
+        "import json, sys; sys.modules.update(OpenSSL=None, awscrt=None); "
+        "import app; print(json.dumps(sorted(sys.modules)))"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT / "functions" / function,
