@@ -40,13 +40,21 @@ $(STAMP): requirements-dev.txt layers/broker/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
-test: venv
+# The BFF browser test drives Debian's Chromium (a test tool's own browser download cannot work here).
+BROWSER := /usr/bin/chromium /usr/bin/chromedriver
+$(BROWSER):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium and chromium-driver for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "The browser test needs Chromium and ChromeDriver: sudo apt-get install chromium chromium-driver"; exit 1; fi
+
+test: venv $(BROWSER)
 	$(PY) -m pytest
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
-integration: venv
+integration: venv $(BROWSER)
 	$(PY) -m pytest tests/integration
 
 lint: venv

@@ -116,6 +116,11 @@ def banner(url: str, stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def same_site_origins(url: str) -> list[str]:
+    port = url.rsplit(":", 1)[1]
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
 def serve(options: Options, sink: LogSink) -> None:
     app, needs_upstream = configure(load(options), profile=options.profile, env=options.env)
     secret = read_secret_file(options.secret_file)
@@ -125,17 +130,15 @@ def serve(options: Options, sink: LogSink) -> None:
         for function in stack.app.functions.values():
             for layer in function.remote_layers:
                 sink.line("runner", f"{function.name}: layer {layer} is not available locally, skipped")
-        pools = {
-            name: EmulatorPool(
-                function,
-                lambda_environment(function, stack.services_env),
-                stack.supervisor,
-                sink,
-                options.max_concurrency,
-            )
-            for name, function in stack.app.functions.items()
-        }
-        server = BrokerServer(options.port, stack.app, pools, sink)
+        server = BrokerServer(options.port, stack.app, {}, sink)
+        # The runner serves the demo SPA itself (GET /), so its own origin is an allowed one.
+        own_origins = same_site_origins(server.url)
+        for name, function in stack.app.functions.items():
+            environment = lambda_environment(function, stack.services_env)
+            listed = [o for o in environment.get("BROKER_ALLOWED_ORIGINS", "").split(",") if o]
+            environment["BROKER_ALLOWED_ORIGINS"] = ",".join(dict.fromkeys([*listed, *own_origins]))
+            server.pools[name] = EmulatorPool(function, environment, stack.supervisor, sink, options.max_concurrency)
+        pools = server.pools
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
         try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import sys
 import time
-from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from local.runner.emulator import EmulatorPool, InvocationError
@@ -33,10 +34,11 @@ class BrokerServer(ThreadingHTTPServer):
     # Queue connections beyond the pools' capacity instead of refusing them.
     request_queue_size = 128
 
-    def __init__(self, port: int, app: App, pools: Mapping[str, EmulatorPool], sink: LogSink) -> None:
+    def __init__(self, port: int, app: App, pools: dict[str, EmulatorPool], sink: LogSink) -> None:
         self.app = app
         self.pools = pools
         self.sink = sink
+        self.static_root = (Path(__file__).resolve().parents[1] / "spa").resolve()
         super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -53,7 +55,7 @@ class BrokerServer(ThreadingHTTPServer):
         """The response, the API Gateway request id and the function that served it."""
         found = self.app.route_for(request.method, request.path)
         if found is None:
-            return MISSING_TOKEN, "", None
+            return self._static(request), "", None
         route, path_parameters = found
         event = build_event(request, route.path, path_parameters)
         request_id = str(event["requestContext"]["requestId"])
@@ -66,6 +68,18 @@ class BrokerServer(ThreadingHTTPServer):
         if problem:
             self.sink.line("runner", f"{route.function} request {request_id}: {problem}")
         return response, request_id, route.function
+
+    def _static(self, request: HttpRequest) -> HttpResponse:
+        """The demo SPA (local/spa) for GET on a path no route claims; same site as the API."""
+        if request.method not in ("GET", "HEAD"):
+            return MISSING_TOKEN
+        name = request.path.split("?", 1)[0].lstrip("/") or "index.html"
+        file = (self.static_root / name).resolve()
+        if not file.is_relative_to(self.static_root) or not file.is_file():
+            return MISSING_TOKEN
+        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+        headers = [("Content-Type", content_type), ("Cache-Control", "no-store")]
+        return HttpResponse(200, headers, file.read_bytes())
 
 
 class _Handler(BaseHTTPRequestHandler):

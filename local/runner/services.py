@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,14 @@ DEMO_SECRET: dict[str, str] = {
     "exchange_token": "demo-exchange-token",
     "partner_id": "demo-partner",
 }
+
+
+def demo_secret() -> dict[str, object]:
+    """The demo secret, with a fresh cookie key (BFF mode) for this run."""
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return {**DEMO_SECRET, "broker_keys": [key]}
+
+
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 

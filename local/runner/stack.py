@@ -17,8 +17,8 @@ from pathlib import Path
 from local.runner.logs import LogSink
 from local.runner.processes import Supervisor
 from local.runner.services import (
-    DEMO_SECRET,
     create_table,
+    demo_secret,
     function_services_env,
     local_profile,
     put_secret,
@@ -43,7 +43,7 @@ class Stack:
 
 def read_secret_file(path: Path | None) -> dict[str, object]:
     if path is None:
-        return dict(DEMO_SECRET)
+        return demo_secret()
     secret = json.loads(path.read_text())
     if not isinstance(secret, dict):
         raise ValueError(f"{path}: the secret must be a JSON object")

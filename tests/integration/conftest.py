@@ -10,6 +10,7 @@ import pytest
 from local.runner.main import BUILT_TEMPLATE, sam_build
 from local.runner.testing import LocalBroker, run_broker
 
+
 @pytest.fixture(scope="session")
 def built_template() -> Path:
     """``sam build --cached`` once per session; brokers then start with ``--no-build``."""

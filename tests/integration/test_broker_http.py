@@ -73,7 +73,9 @@ def test_form_encoded_rfc6749_requests_work(broker: LocalBroker) -> None:
     assert refreshed.status_code == 200
 
 
-def test_a_standard_oauth2_client_library_works_unmodified(broker: LocalBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_standard_oauth2_client_library_works_unmodified(
+    broker: LocalBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given requests-oauthlib's password-grant client, configured as for any token endpoint
     # (oauthlib's documented switch for plain-http local testing; deployed, the API is https)
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
