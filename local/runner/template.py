@@ -198,7 +198,7 @@ class Resolver:
         resolved = {k: self.resolve(v) for k, v in value.items()}
         return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
-    def _intrinsic(self, key: str, argument: Any) -> Any:  # noqa: PLR0911, PLR0912 - one branch per intrinsic
+    def _intrinsic(self, key: str, argument: Any) -> Any:  # noqa: PLR0912 - one branch per intrinsic
         match key:
             case "Ref":
                 return self._ref(str(argument))

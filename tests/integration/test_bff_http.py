@@ -62,9 +62,8 @@ def test_login_refresh_csrf_and_logout_over_http(cookie_broker: LocalBroker) -> 
 
     def post(path: str, cookie: str | None = None, **headers: str) -> requests.Response:
         sent = {**origin, **headers, **({"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {})}
-        return requests.post(
-            f"{broker.url}{path}", headers=sent, timeout=TIMEOUT, **({"json": DEMO} if path == "/auth/login" else {})
-        )
+        body = DEMO if path == "/auth/login" else None
+        return requests.post(f"{broker.url}{path}", headers=sent, json=body, timeout=TIMEOUT)
 
     # Login sets the cookie; the body has no refresh token
     login = post("/auth/login")

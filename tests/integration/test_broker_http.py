@@ -109,7 +109,7 @@ def test_bad_input_never_reaches_the_upstream(broker: LocalBroker) -> None:
         ({"data": b"hello", "headers": {"Content-Type": "text/plain"}}, 415),
         ({"json": DEMO, "headers": {"Origin": "https://evil.example"}}, 403),
     ):
-        response = post(broker, "/auth/login", **kwargs)  # type: ignore[arg-type]
+        response = post(broker, "/auth/login", **kwargs)
         assert response.status_code == status, response.text
         assert response.json()["error"] == "invalid_request"
 
