@@ -99,10 +99,16 @@ def load(options: Options) -> App:
     return load_app(options.template, options.parameter_overrides)
 
 
-def banner(url: str, stack: Stack) -> str:
+def banner(url: str, stack: Stack, api_key: str) -> str:
     lines = [f"Token broker running at {url} (Ctrl-C stops it)", "Routes:"]
     for route in stack.app.routes:
-        lines.append(f"  {route.method:<8} {url}{route.path}  -> {route.function}")
+        guard = {"AWS_IAM": "  [SigV4: local credentials testing/testing]", "API_KEY": f"  [x-api-key: {api_key}]"}
+        lines.append(f"  {route.method:<8} {url}{route.path}  -> {route.function}{guard.get(route.auth, '')}")
+    if any(route.auth == "AWS_IAM" for route in stack.app.routes):
+        lines.append(
+            f"  signed call: curl -s -XPOST {url}/auth/exchange --aws-sigv4 aws:amz:us-east-1:execute-api "
+            "--user testing:testing"
+        )
     lines.append(f"Secrets Manager (moto): {stack.moto_url}  secret(s): {', '.join(stack.secret_ids) or '-'}")
     if stack.upstream_url:
         lines.append(f"Upstream (django-oauth-toolkit): {stack.upstream_url}")
@@ -142,7 +148,7 @@ def serve(options: Options, sink: LogSink) -> None:
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
         try:
-            print(banner(server.url, stack), flush=True)
+            print(banner(server.url, stack, server.api_key), flush=True)
             ready = {
                 "ready": True,
                 "url": server.url,
@@ -151,6 +157,7 @@ def serve(options: Options, sink: LogSink) -> None:
                 "secret_ids": stack.secret_ids,
                 "routes": [{"method": r.method, "path": r.path, "function": r.function} for r in stack.app.routes],
                 "pid": os.getpid(),
+                "api_key": server.api_key,
             }
             print(json.dumps(ready), flush=True)
             while True:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import secrets
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local.runner import auth
 from local.runner.emulator import EmulatorPool, InvocationError
 from local.runner.events import (
     INTERNAL_ERROR,
@@ -39,6 +41,7 @@ class BrokerServer(ThreadingHTTPServer):
         self.pools = pools
         self.sink = sink
         self.static_root = (Path(__file__).resolve().parents[1] / "spa").resolve()
+        self.api_key = secrets.token_urlsafe(24)  # for routes the template protects with an API key
         super().__init__(("127.0.0.1", port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -57,6 +60,9 @@ class BrokerServer(ThreadingHTTPServer):
         if found is None:
             return self._static(request), "", None
         route, path_parameters = found
+        refused = auth.check(route.auth, request, self.api_key)
+        if refused is not None:
+            return refused, "", None
         event = build_event(request, route.path, path_parameters)
         request_id = str(event["requestContext"]["requestId"])
         try:

@@ -55,6 +55,7 @@ class Route:
     method: str  # upper case; "ANY" matches every method
     path: str  # the resource path, e.g. /auth/login or /items/{id}
     function: str
+    auth: str = "NONE"  # "AWS_IAM" or "API_KEY" when API Gateway would check the caller first
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         """Path parameters when this route serves ``method path``, else None."""
@@ -145,13 +146,33 @@ def load_app(template_path: Path, overrides: Mapping[str, str] | None = None) ->
             continue
         events = resolver.resolve(resource.get("Properties", {}).get("Events", {})) or {}
         api_events = [e.get("Properties", {}) for e in events.values() if e.get("Type") == "Api"]
-        routes += [Route(str(e["Method"]).upper(), str(e["Path"]), name) for e in api_events]
+        routes += [Route(str(e["Method"]).upper(), str(e["Path"]), name, route_auth(resolver, e)) for e in api_events]
     tables = tuple(
         resolver.table(name, resource)
         for name, resource in resolver.resources.items()
         if resource.get("Type") in TABLE_TYPES and resolver.included(resource)
     )
     return App(functions, tuple(routes), skipped, tables)
+
+
+def route_auth(resolver: Resolver, event: dict[str, Any]) -> str:
+    """What API Gateway checks before the function runs: the event's own Auth, or the API's
+    DefinitionBody (``x-amazon-apigateway-auth``, an api_key ``security`` requirement)."""
+    auth = event.get("Auth") or {}
+    if auth.get("Authorizer") == "AWS_IAM":
+        return "AWS_IAM"
+    if auth.get("ApiKeyRequired") is True:
+        return "API_KEY"
+    api = event.get("RestApiId")
+    api_name = api.get("Ref") if isinstance(api, dict) else api
+    resource = resolver.resources.get(str(api_name), {}) if api_name else {}
+    body = resolver.resolve(resource.get("Properties", {}).get("DefinitionBody")) or {}
+    operation = (body.get("paths", {}).get(str(event["Path"])) or {}).get(str(event["Method"]).lower()) or {}
+    if (operation.get("x-amazon-apigateway-auth") or {}).get("type") == "AWS_IAM":
+        return "AWS_IAM"
+    if any("api_key" in requirement for requirement in operation.get("security") or []):
+        return "API_KEY"
+    return "NONE"
 
 
 class Resolver:

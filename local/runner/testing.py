@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
 from local.runner.processes import Process, Supervisor, descendants, read_ready_line
 from local.runner.services import REPO_ROOT, put_secret, secrets_client
 
@@ -31,6 +36,7 @@ class LocalBroker:
     upstream_url: str | None
     secret_ids: list[str]
     routes: list[dict[str, str]]
+    api_key: str
     process: Process
     log_path: Path
     supervisor: Supervisor = field(repr=False)
@@ -56,6 +62,12 @@ class LocalBroker:
     def get_secret(self, secret_id: str | None = None) -> str:
         name = secret_id or self.secret_ids[0]
         return secrets_client(self.moto_url).get_secret_value(SecretId=name)["SecretString"]
+
+    def signed_post(self, path: str, body: bytes = b"") -> requests.Response:
+        """POST signed with SigV4 by the local IAM principal, as an AWS_IAM caller would."""
+        request = AWSRequest(method="POST", url=f"{self.url}{path}", data=body)
+        SigV4Auth(Credentials("testing", "testing"), "execute-api", "us-east-1").add_auth(request)
+        return requests.post(f"{self.url}{path}", data=body, headers=dict(request.headers.items()), timeout=30)
 
     def children(self) -> list[int]:
         """Every live process the runner started (emulators, runtimes, moto, upstream)."""
@@ -112,6 +124,7 @@ def run_broker(
             upstream_url=ready["upstream_url"],
             secret_ids=list(ready["secret_ids"]),
             routes=list(ready["routes"]),
+            api_key=str(ready["api_key"]),
             process=process,
             log_path=log_path,
             supervisor=supervisor,

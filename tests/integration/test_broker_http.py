@@ -89,10 +89,36 @@ def test_a_standard_oauth2_client_library_works_unmodified(
     assert userinfo(broker, refreshed["access_token"]).status_code == 200
 
 
-def test_exchange_returns_a_real_token_for_the_service_account(broker: LocalBroker) -> None:
-    response = post(broker, "/auth/exchange")
+def test_exchange_returns_a_real_token_for_a_signed_caller(broker: LocalBroker) -> None:
+    # Given the template's default: the exchange route is AWS_IAM
+    response = broker.signed_post("/auth/exchange")
     assert response.status_code == 200, response.text
     assert userinfo(broker, response.json()["access_token"]).status_code == 200
+
+
+def test_exchange_rejects_unsigned_and_badly_signed_calls(broker: LocalBroker) -> None:
+    unsigned = post(broker, "/auth/exchange")
+    assert unsigned.status_code == 403
+    assert unsigned.json() == {"message": "Missing Authentication Token"}
+    forged = post(
+        broker,
+        "/auth/exchange",
+        headers={
+            "X-Amz-Date": "20261124T000000Z",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261124/us-east-1/execute-api/aws4_request, "
+            "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+        },
+    )
+    assert forged.status_code == 403
+    assert "access_token" not in forged.text
+
+
+def test_exchange_with_an_api_key(built_template: Path, tmp_path: Path) -> None:
+    overrides = {"ExchangeAuthorization": "API_KEY"}
+    with run_broker(tmp_path, parameter_overrides=overrides) as keyed:
+        assert post(keyed, "/auth/exchange").status_code == 403
+        assert post(keyed, "/auth/exchange", headers={"x-api-key": "guess"}).status_code == 403
+        assert post(keyed, "/auth/exchange", headers={"x-api-key": keyed.api_key}).status_code == 200
 
 
 def test_wrong_password_is_invalid_grant(broker: LocalBroker) -> None:
