@@ -25,7 +25,6 @@ SECRET = {
     "partner_id": "p",
 }
 PLANTED = (PASSWORD, SECRET["client_secret"], SECRET["exchange_token"], "rt-PLANTED-f4ult")
-FAULTS_INJECTED: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,6 @@ def broker(
 
 def login(broker: LocalBroker, faulty: FaultyUpstream, mode: str) -> tuple[requests.Response, float]:
     faulty.mode = mode
-    FAULTS_INJECTED.append(mode)
     started = time.monotonic()
     response = requests.post(
         f"{broker.url}/auth/login", json={"username": "demo", "password": PASSWORD}, timeout=UPSTREAM_TIMEOUT + 20
@@ -105,7 +103,6 @@ def test_redirects_are_not_followed(broker: LocalBroker, faulty: FaultyUpstream,
 
 def test_a_dropped_refresh_is_never_retried(broker: LocalBroker, faulty: FaultyUpstream) -> None:
     faulty.mode = "/drop"
-    FAULTS_INJECTED.append("/drop (refresh)")
     before = len(faulty.seen)
     response = requests.post(f"{broker.url}/auth/refresh", json={"refresh_token": "rt-PLANTED-f4ult"}, timeout=30)
     assert response.status_code == 502
@@ -120,7 +117,6 @@ def test_untrusted_tls_is_502_and_nothing_is_sent(built_template: Path, tmp_path
             response = requests.post(
                 f"{broker.url}/auth/login", json={"username": "demo", "password": PASSWORD}, timeout=30
             )
-        FAULTS_INJECTED.append(f"tls:{tls}")
         assert response.status_code == 502
         assert server.seen == []
 
@@ -138,7 +134,6 @@ def test_secret_faults_are_503_uncached_then_recover(built_template: Path, tmp_p
                     broker.delete_secret()
                 else:
                     broker.put_secret(broken)
-                FAULTS_INJECTED.append(f"secret:{broken!r}")
                 response = requests.post(url, json=body, timeout=30)
                 assert response.status_code == 503
                 assert response.json()["error"] == "temporarily_unavailable"

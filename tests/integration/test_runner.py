@@ -276,11 +276,15 @@ def test_unknown_parameter_override_is_an_error() -> None:
 @pytest.mark.integration
 def test_routes_are_read_from_the_built_template(broker: LocalBroker, built_template: Path) -> None:
     # Given the built template's Api events
-    expected = [{"method": r.method, "path": r.path, "function": r.function} for r in load_app(built_template).routes]
+    routes = load_app(built_template).routes
+    expected = [{"method": r.method, "path": r.path, "function": r.function} for r in routes]
     # Then the runner serves exactly those, each answered by its function (not API Gateway's 403)
     assert broker.routes == expected
-    for route in expected:
-        response = requests.request(route["method"], broker.url + route["path"], timeout=TIMEOUT)
+    for route in routes:
+        if route.auth == "AWS_IAM":
+            response = broker.signed_post(route.path)
+        else:
+            response = requests.request(route.method, broker.url + route.path, timeout=TIMEOUT)
         assert "x-amzn-ErrorType" not in response.headers, route
         assert response.headers["Cache-Control"] == "no-store", route
 
@@ -442,7 +446,9 @@ def test_function_environment_is_resolved_like_lambdas(echo: LocalBroker, echo_t
 def test_secret_is_served_by_moto_and_can_be_updated(echo: LocalBroker) -> None:
     # Given the default demo secret, created under the template's BROKER_SECRET_ID
     assert echo.secret_ids == ["token-broker-local/echo"]
-    assert get_json(requests.get(f"{echo.url}/secret", timeout=TIMEOUT)) == DEMO_SECRET
+    served = get_json(requests.get(f"{echo.url}/secret", timeout=TIMEOUT))
+    assert served == {**DEMO_SECRET, "broker_keys": served["broker_keys"]}
+    assert len(served["broker_keys"]) == 1  # a fresh cookie key for this run
     # When the test stores a new version
     echo.put_secret({**DEMO_SECRET, "client_secret": "rotated"})
     # Then the function reads it
