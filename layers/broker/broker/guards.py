@@ -221,7 +221,7 @@ class Guards:
             logger.error("Guards have no key", extra={"guards_error": exc.description})
             _count_unavailable()
             if self.fail_closed:
-                raise
+                raise GuardsUnavailable() from exc  # the caller is told no more than "unavailable"
             return None
         self._keys = (secret, keys)
         return keys
