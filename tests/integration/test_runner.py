@@ -559,33 +559,3 @@ def test_invoke_prints_the_response_and_the_report(echo_template: Path, tmp_path
     assert len(report) == 1
     for field in ("Init Duration:", "Duration:", "Billed Duration:", "Memory Size: 128 MB", "Max Memory Used:"):
         assert field in report[0]
-
-
-# --- end to end through the real broker ------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_login_refresh_and_rotation_through_the_real_broker(broker: LocalBroker) -> None:
-    # Given the demo user of the local django-oauth-toolkit upstream
-    login = requests.post(
-        f"{broker.url}/auth/login", json={"username": "demo", "password": "demo-password"}, timeout=TIMEOUT
-    )
-    assert login.status_code == 200, login.text
-    tokens = login.json()
-    assert tokens["access_token"]
-    assert tokens["refresh_token"]
-    assert tokens["token_type"].lower() == "bearer"
-    # When the refresh token is used
-    refreshed = requests.post(
-        f"{broker.url}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=TIMEOUT
-    )
-    assert refreshed.status_code == 200, refreshed.text
-    new = refreshed.json()
-    assert new["access_token"] != tokens["access_token"]
-    assert new["refresh_token"] != tokens["refresh_token"]
-    # Then the old refresh token is spent
-    replay = requests.post(
-        f"{broker.url}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}, timeout=TIMEOUT
-    )
-    assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_grant"

@@ -19,7 +19,12 @@ from tests.support import ROOT
 
 FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction", "LogoutFunction")
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-ALLOWED_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+# Each function's item actions on the guards' table, and the key prefix it is confined to.
+TABLE_ACTIONS = {
+    "PasswordFunction": ({"dynamodb:UpdateItem", "dynamodb:DeleteItem"}, "login#*"),
+    "RefreshFunction": ({"dynamodb:PutItem", "dynamodb:GetItem"}, "refresh#*"),
+}
 
 
 class _NoManagedPolicies:
@@ -68,7 +73,13 @@ def role_statements(function: str) -> list[dict[str, Any]]:
     assert role.get("ManagedPolicyArns") == [BASIC_EXECUTION]
     statements = []
     for policy in role.get("Policies", []):
-        statements.extend(policy["PolicyDocument"]["Statement"])
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:  # a statement only when the guards are on
+                condition, when_on, when_off = statement["Fn::If"]
+                assert condition == "UseGuards"
+                assert when_off == {"Ref": "AWS::NoValue"}
+                statement = when_on
+            statements.append(statement)
     return statements
 
 
@@ -82,20 +93,39 @@ def secret_name_of(resource: Any) -> str:
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_each_role_reads_only_its_secret(function: str) -> None:
+def test_each_role_reads_only_its_secret_and_its_own_table_items(function: str) -> None:
     statements = role_statements(function)
     assert statements, "the function needs to read its secret"
+    table_statements = 0
     for statement in statements:
         assert statement["Effect"] == "Allow"
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        assert set(actions) <= ALLOWED_ACTIONS
+        actions = set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
         assert statement["Resource"] != "*"
         assert "*" not in json.dumps(statement["Resource"]).replace("-??????", "")
+        if actions <= SECRET_ACTIONS:
+            continue
+        # the guards' table: exactly the item actions this function uses, on its own key prefix
+        expected_actions, prefix = TABLE_ACTIONS[function]
+        assert actions == expected_actions
+        assert statement["Resource"] == {"Fn::GetAtt": ["BrokerStateTable", "Arn"]}
+        assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [prefix]}}
+        table_statements += 1
+    assert table_statements == (1 if function in TABLE_ACTIONS else 0)
+
+
+def test_the_guards_table_is_on_demand_expiring_recoverable_and_encrypted() -> None:
+    table = source()["Resources"]["BrokerStateTable"]
+    assert table["Condition"] == "UseGuards"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
 
 
 def test_login_and_refresh_cannot_read_a_separate_exchange_secret() -> None:
     for function in ("PasswordFunction", "RefreshFunction", "LogoutFunction"):
-        names = {secret_name_of(s["Resource"]) for s in role_statements(function)}
+        names = {secret_name_of(s["Resource"]) for s in role_statements(function) if "secretsmanager" in str(s)}
         assert names == {"ClientSecretName"}
     exchange = json.dumps(role_statements("ExchangeFunction"))
     assert "SeparateExchangeSecret" in exchange  # the exchange secret when one is named

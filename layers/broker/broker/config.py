@@ -24,6 +24,12 @@ class Config:
     cookie_max_age: int = 30 * 24 * 3600
     # Binds refresh cookies to this deployment (AES-GCM associated data).
     deployment_id: str = ""
+    # Guards across instances (CONTRACT.md "Guards"): an empty table name turns them off.
+    state_table: str = ""
+    login_max_failures: int = 5
+    login_max_failures_per_ip: int = 50
+    refresh_grace: float = 30.0
+    guards_fail_closed: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -58,6 +64,13 @@ class Config:
             refresh_delivery=delivery,
             cookie_max_age=int(_number(env, "BROKER_COOKIE_MAX_AGE", 30 * 24 * 3600, minimum=60, maximum=400 * 86400)),
             deployment_id=env.get("BROKER_DEPLOYMENT_ID", "").strip() or secret_id,
+            state_table=env.get("BROKER_STATE_TABLE", "").strip(),
+            login_max_failures=int(_number(env, "BROKER_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=100)),
+            login_max_failures_per_ip=int(
+                _number(env, "BROKER_LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1, maximum=1000)
+            ),
+            refresh_grace=_number(env, "BROKER_REFRESH_GRACE", 30.0, minimum=0.0, maximum=300.0),
+            guards_fail_closed=_flag(env, "BROKER_GUARDS_FAIL_CLOSED"),
         )
 
 
@@ -72,3 +85,12 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ConfigError(f"{name} must be true or false")

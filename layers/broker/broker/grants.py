@@ -8,11 +8,12 @@ credentials) -> RFC 6749 response.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus, urlencode
 
 import fastjsonschema
@@ -35,6 +36,9 @@ from broker.observability import logger
 from broker.profiles import Profile
 from broker.secrets import BrokerSecret, SecretStore
 from broker.upstream import UpstreamRequest, interpret, send
+
+if TYPE_CHECKING:
+    from broker.guards import Guards
 
 Validator = Callable[[Any], Any]
 
@@ -164,6 +168,18 @@ class TokenBroker:
         if self.cookie_mode and grant.name in ("password", "refresh_token", "logout"):
             required = (*required, "broker_keys")
         self.secrets = secrets or SecretStore(config.secret_id, config.secret_ttl, required)
+        self.guards: Guards | None = None
+        if config.state_table and grant.name in ("password", "refresh_token"):
+            from broker.guards import Guards  # noqa: PLC0415 - only when the guards are on
+
+            self.guards = Guards(
+                config.state_table,
+                max_failures=config.login_max_failures,
+                max_failures_per_ip=config.login_max_failures_per_ip,
+                grace=config.refresh_grace,
+                fail_closed=config.guards_fail_closed,
+                preload_cipher=grant.name == "refresh_token",
+            )
         profile = config.profile
         endpoint = {"exchange": profile.exchange_url, "logout": "optional"}.get(grant.name, profile.token_url)
         if not endpoint:
@@ -204,12 +220,22 @@ class TokenBroker:
             params = {**params, "refresh_token": self._cookie_token(request)}
         elif self.grant.name == "refresh_token" and "refresh_token" not in params:
             raise InvalidRequest("Missing required parameter: refresh_token.")
-        tokens = self._call(params)
+        tokens = self._guarded(request, params)
         if self.cookie_mode and "refresh_token" in tokens:
             jar = self._jar(self.secrets.get())
             cookie = jar.set_cookie(tokens.pop("refresh_token"))
             return Reply(200, tokens, (cookie,))
         return Reply(200, tokens)
+
+    def _guarded(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        """The upstream call, behind the DynamoDB guards where they are on (CONTRACT.md "Guards")."""
+        if self.guards is None:
+            return self._call(params)
+        keys = self.guards.keys_for(self.secrets.get())
+        call = functools.partial(self._call, params)
+        if self.grant.name == "password":
+            return self.guards.login(params["username"], request.source_ip, keys, call)
+        return self.guards.single_flight(params["refresh_token"], keys, call)
 
     def _cookie_token(self, request: Request) -> str:
         value = read_cookie_value(request)
