@@ -84,6 +84,7 @@ invoke: build
 
 bench: build
 	$(PY) bench/run.py
+	$(PY) bench/guards.py
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
