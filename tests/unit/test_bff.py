@@ -216,7 +216,7 @@ def test_body_mode_logout_takes_the_token_in_the_body(
     httpserver.expect_request("/auth/revoke/").respond_with_data("", status=200)
     profile = json.dumps({"preset": "bakrypt", "revocation_url": httpserver.url_for("/auth/revoke/")})
     app = load_app("logout", BROKER_PROFILE=profile)
-    response = app.lambda_handler(load_event("refresh-json"), context)
+    response = app.lambda_handler(load_event("logout-json"), context)
     assert response["statusCode"] == 200
     assert response["multiValueHeaders"] == {}
     assert parse_qs(httpserver.log[0][0].get_data(as_text=True))["token"] == ["demo-refresh-token"]
@@ -246,3 +246,15 @@ def test_body_mode_never_imports_cryptography() -> None:
     env = {**os.environ, "BROKER_SECRET_ID": "s", "BROKER_PROFILE": "bakrypt", "AWS_DEFAULT_REGION": "us-east-1"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_logout_with_an_unreadable_cookie_still_clears_it_and_revokes_nothing(
+    load_app: AppLoader, cookie_secret: SecretsManager, httpserver: HTTPServer, context: FakeContext
+) -> None:
+    profile = json.dumps({"preset": "bakrypt", "revocation_url": httpserver.url_for("/auth/revoke/")})
+    response = cookie_app(load_app, "logout", BROKER_PROFILE=profile).lambda_handler(
+        load_event("logout-cookie"), context
+    )
+    assert response["statusCode"] == 200
+    assert "Max-Age=0" in set_cookies(response)[0]
+    assert httpserver.log == []
