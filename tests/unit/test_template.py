@@ -73,14 +73,19 @@ def role_statements(function: str) -> list[dict[str, Any]]:
     assert role.get("ManagedPolicyArns") == [BASIC_EXECUTION]
     statements = []
     for policy in role.get("Policies", []):
-        for statement in policy["PolicyDocument"]["Statement"]:
-            if "Fn::If" in statement:  # a statement only when the guards are on
-                condition, when_on, when_off = statement["Fn::If"]
-                assert condition == "UseGuards"
-                assert when_off == {"Ref": "AWS::NoValue"}
-                statement = when_on
-            statements.append(statement)
+        statements.extend(in_force(listed) for listed in policy["PolicyDocument"]["Statement"])
     return statements
+
+
+def in_force(statement: dict[str, Any]) -> dict[str, Any]:
+    """A statement listed only when the guards are on is checked as it is then."""
+    if "Fn::If" not in statement:
+        return statement
+    condition, when_on, when_off = statement["Fn::If"]
+    assert condition == "UseGuards"
+    assert when_off == {"Ref": "AWS::NoValue"}
+    on: dict[str, Any] = when_on
+    return on
 
 
 def secret_name_of(resource: Any) -> str:
