@@ -63,6 +63,16 @@ class LocalBroker:
         name = secret_id or self.secret_ids[0]
         return secrets_client(self.moto_url).get_secret_value(SecretId=name)["SecretString"]
 
+    def upstream_refresh(self, refresh_token: str) -> requests.Response:
+        """The refresh grant sent straight to the local upstream, bypassing the broker."""
+        assert self.upstream_url is not None, "no local upstream: a profile was given"
+        return requests.post(
+            f"{self.upstream_url}/auth/token/",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            auth=("demo-client", "demo-client-secret"),
+            timeout=30,
+        )
+
     def signed_post(self, path: str, body: bytes = b"") -> requests.Response:
         """POST signed with SigV4 by the local IAM principal, as an AWS_IAM caller would."""
         request = AWSRequest(method="POST", url=f"{self.url}{path}", data=body)

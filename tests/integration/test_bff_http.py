@@ -46,16 +46,6 @@ def raw_refresh_token(broker: LocalBroker, cookie: str) -> str:
     return token
 
 
-def upstream_refresh(broker: LocalBroker, refresh_token: str) -> requests.Response:
-    assert broker.upstream_url is not None
-    return requests.post(
-        f"{broker.upstream_url}/auth/token/",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=("demo-client", "demo-client-secret"),
-        timeout=TIMEOUT,
-    )
-
-
 def test_login_refresh_csrf_and_logout_over_http(cookie_broker: LocalBroker) -> None:
     broker = cookie_broker
     origin = {"Origin": broker.url}
@@ -80,7 +70,7 @@ def test_login_refresh_csrf_and_logout_over_http(cookie_broker: LocalBroker) -> 
     cookie = cookie_from(refreshed)
     second = raw_refresh_token(broker, cookie)
     assert second != first
-    assert upstream_refresh(broker, first).json()["error"] == "invalid_grant"  # rotated at the upstream
+    assert broker.upstream_refresh(first).json()["error"] == "invalid_grant"  # rotated at the upstream
 
     # Without the header, or from an unlisted origin: 403
     assert post("/auth/refresh", cookie).status_code == 403
@@ -91,7 +81,7 @@ def test_login_refresh_csrf_and_logout_over_http(cookie_broker: LocalBroker) -> 
     assert logout.status_code == 200
     assert logout.headers["Set-Cookie"].startswith(f"{COOKIE_NAME}=;")
     assert "Max-Age=0" in logout.headers["Set-Cookie"]
-    refused = upstream_refresh(broker, second)
+    refused = broker.upstream_refresh(second)
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_grant"
 

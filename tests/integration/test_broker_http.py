@@ -54,17 +54,6 @@ def test_login_returns_real_tokens_in_the_rfc6749_shape(broker: LocalBroker) -> 
     assert userinfo(broker, body["access_token"]).json() == {"username": "demo"}
 
 
-def upstream_refresh(broker: LocalBroker, refresh_token: str) -> requests.Response:
-    """The refresh grant sent straight to the upstream, bypassing the broker."""
-    assert broker.upstream_url is not None
-    return requests.post(
-        f"{broker.upstream_url}/auth/token/",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-        auth=("demo-client", "demo-client-secret"),
-        timeout=TIMEOUT,
-    )
-
-
 def test_refresh_rotates_and_a_replay_in_the_grace_period_gets_the_same_pair(broker: LocalBroker) -> None:
     # Given the default deployment: guards on, single-flight refresh with a 30 s grace
     first = login(broker)
@@ -72,7 +61,7 @@ def test_refresh_rotates_and_a_replay_in_the_grace_period_gets_the_same_pair(bro
     assert refreshed.status_code == 200, refreshed.text
     assert refreshed.json()["refresh_token"] != first["refresh_token"]
     # The upstream rotated: the old refresh token is dead there
-    dead = upstream_refresh(broker, first["refresh_token"])
+    dead = broker.upstream_refresh(first["refresh_token"])
     assert dead.status_code == 400
     assert dead.json()["error"] == "invalid_grant"
     # A twin (a second tab) replaying it within the grace gets the same new pair, not a logout

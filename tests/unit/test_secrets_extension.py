@@ -105,9 +105,12 @@ def test_a_snapstart_restore_forgets_the_cached_secret() -> None:
 
     # Given a store that has cached its secret (as in a SnapStart snapshot)
     reads: list[str] = []
-    store = SecretStore(
-        "s", ttl=300, required=("client_id",), fetch=lambda sid: reads.append(sid) or json.dumps(DEMO_SECRET)
-    )
+
+    def fetch(secret_id: str) -> str:
+        reads.append(secret_id)
+        return json.dumps(DEMO_SECRET)
+
+    store = SecretStore("s", ttl=300, required=("client_id",), fetch=fetch)
     store.get()
 
     # When the runtime runs the after-restore hooks

@@ -71,7 +71,7 @@ def test_sam_validate_accepts_the_template() -> None:
 def role_statements(function: str) -> list[dict[str, Any]]:
     role = resources()[f"{function}Role"]["Properties"]
     assert role.get("ManagedPolicyArns") == [BASIC_EXECUTION]
-    statements = []
+    statements: list[dict[str, Any]] = []
     for policy in role.get("Policies", []):
         statements.extend(in_force(listed) for listed in policy["PolicyDocument"]["Statement"])
     return statements

@@ -223,7 +223,7 @@ def _after_snapstart_restore(callback: Callable[[], None]) -> None:
     The runtime runs these hooks; elsewhere (no ``snapshot_restore_py``) there is nothing to do.
     """
     try:
-        from snapshot_restore_py import register_after_restore  # type: ignore[import-untyped]  # noqa: PLC0415
+        from snapshot_restore_py import register_after_restore  # noqa: PLC0415
     except ImportError:
         return
     register_after_restore(callback)
