@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import quote_plus
 
 import fastjsonschema
 
@@ -49,9 +50,13 @@ class Grant:
 
     name: str  # the upstream grant_type ("exchange" for the exchange route)
     schema: Mapping[str, Any]
-    validate: Validator
     forwarded: tuple[str, ...]  # SPA parameters passed upstream
     sensitive_params: tuple[str, ...]
+
+    @functools.cached_property
+    def validate(self) -> Validator:
+        """The compiled schema: compiled once, for the route's own grant only (TokenBroker's init)."""
+        return fastjsonschema.compile(dict(self.schema))
 
     def secret_keys(self, profile: Profile) -> tuple[str, ...]:
         if self.name == "exchange":
@@ -83,7 +88,7 @@ class Grant:
 
 
 def _grant(name: str, schema: Mapping[str, Any], forwarded: tuple[str, ...], sensitive: tuple[str, ...]) -> Grant:
-    return Grant(name, schema, fastjsonschema.compile(dict(schema)), forwarded, sensitive)
+    return Grant(name, schema, forwarded, sensitive)
 
 
 PASSWORD = _grant("password", schemas.PASSWORD, ("username", "password", "scope"), ("password",))
@@ -94,8 +99,9 @@ LOGOUT = _grant("logout", schemas.LOGOUT, (), ("refresh_token",))
 
 def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret, profile: Profile) -> UpstreamRequest:
     """The one upstream request for this grant, as the profile describes it."""
-    template_values = {**secret.values, "grant_type": grant.name}
-    headers = {"Accept": "application/json", **profile.render_headers(template_values)}
+    headers = {"Accept": "application/json"}
+    if profile.headers:
+        headers.update(profile.render_headers({**secret.values, "grant_type": grant.name}))
     sensitive = secret.sensitive_values() + tuple(params[k] for k in grant.sensitive_params if k in params)
     if grant.name == "exchange":
         if not profile.exchange_url:
@@ -121,14 +127,28 @@ def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret,
         body = json.dumps(body_fields, ensure_ascii=False).encode("utf-8")
     else:
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-        body = urlencode(body_fields).encode("ascii")
+        body = form_encode(body_fields)
     return UpstreamRequest(profile.token_url, _checked(headers), body, sensitive)
+
+
+def form_encode(fields: Mapping[str, str]) -> bytes:
+    """``urlencode(fields).encode("ascii")``, without quoting what has nothing to quote."""
+    return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in fields.items()).encode("ascii")
+
+
+def _form_quote(text: str) -> str:
+    return text if _FORM_SAFE.fullmatch(text) else quote_plus(text)
+
+
+# urllib.parse's always-safe characters: quote_plus returns such a string unchanged.
+_FORM_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+_HEADER_BREAK = re.compile(r"[\r\n\x00]")
 
 
 def _checked(headers: dict[str, str]) -> dict[str, str]:
     """Header values come from the secret: refuse one that would split the request."""
     for value in headers.values():
-        if any(c in value for c in "\r\n\x00"):
+        if _HEADER_BREAK.search(value):
             raise SecretUnavailable("The broker's secret holds a value unfit for an HTTP header.")
     return headers
 
@@ -145,7 +165,7 @@ def build_revocation(token: str, secret: BrokerSecret, profile: Profile) -> Upst
     elif profile.client_auth == "client_secret_basic":
         pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-    body = urlencode(fields).encode("ascii")
+    body = form_encode(fields)
     return UpstreamRequest(profile.revocation_url, _checked(headers), body, (*secret.sensitive_values(), token))
 
 
@@ -161,6 +181,7 @@ class TokenBroker:
 
     def __init__(self, grant: Grant, config: Config, secrets: SecretStore | None = None) -> None:
         self.grant = grant
+        grant.validate  # noqa: B018 - compile this route's schema now, in the init phase
         self.config = config
         self.cookie_mode = config.refresh_delivery == "cookie"
         self.cors = Cors(config.allowed_origins, credentials=self.cookie_mode)
