@@ -19,6 +19,7 @@ from typing import Any
 
 from broker.errors import ConfigError, SecretUnavailable
 from broker.observability import logger
+from broker.snapstart import after_restore
 
 Fetch = Callable[[str], str]
 
@@ -178,7 +179,8 @@ class SecretStore:
         self._lock = threading.Lock()
         self._value: BrokerSecret | None = None
         self._expires = 0.0
-        _after_snapstart_restore(self.clear)
+        # the cache's monotonic-clock expiry means nothing across a SnapStart restore
+        after_restore(self.clear)
         self.reads = 0
 
     def get(self, *, force: bool = False) -> BrokerSecret:
@@ -215,15 +217,3 @@ class SecretStore:
             logger.error("Secret lacks required keys", extra={"missing_keys": missing})
             raise SecretUnavailable("The broker's secret lacks a required key.")
         return secret
-
-
-def _after_snapstart_restore(callback: Callable[[], None]) -> None:
-    """With SnapStart, forget the cached secret after a restore: one snapshot can seed many
-    execution environments, and the cache's monotonic-clock expiry means nothing across it.
-    The runtime runs these hooks; elsewhere (no ``snapshot_restore_py``) there is nothing to do.
-    """
-    try:
-        from snapshot_restore_py import register_after_restore  # noqa: PLC0415
-    except ImportError:
-        return
-    register_after_restore(callback)

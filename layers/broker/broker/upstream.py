@@ -38,6 +38,7 @@ from broker.errors import (
 )
 from broker.observability import logger
 from broker.profiles import Profile
+from broker.snapstart import after_restore
 
 MAX_ANSWER_BYTES = 1024 * 1024
 _CONNECT_TIMEOUT = 3.0
@@ -105,6 +106,15 @@ def _install_alarm() -> bool:
 
 
 _install_alarm()  # at cold start, in Lambda's main thread
+
+
+def _forget_connections() -> None:
+    """After a SnapStart restore no connection of the snapshot may be reused."""
+    _ROUTES.clear()
+    POOL.clear()
+
+
+after_restore(_forget_connections)
 
 
 def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
