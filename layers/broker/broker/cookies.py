@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.errors import CallerRejected, SecretUnavailable
+from broker.secrets import decode_broker_keys
 
 COOKIE_NAME = "__Host-broker-refresh"
 _VERSION = b"\x01"
@@ -38,21 +39,11 @@ class InvalidCookie(CallerRejected):
 
 
 def parse_keys(joined: str) -> tuple[bytes, ...]:
-    """``broker_keys`` as the secret store flattens it: base64url keys joined by commas."""
-    keys = []
-    for text in (part.strip() for part in joined.split(",")):
-        if not text:
-            continue
-        try:
-            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise SecretUnavailable("The broker's secret holds a malformed broker_keys entry.") from exc
-        if len(key) != 32:
-            raise SecretUnavailable("Each broker_keys entry must be 32 bytes (base64url).")
-        keys.append(key)
+    """The cookie keys, newest first; cookie mode cannot work without one."""
+    keys = decode_broker_keys(joined)
     if not keys:
         raise SecretUnavailable("Cookie mode needs broker_keys in the broker's secret.")
-    return tuple(keys)
+    return keys
 
 
 def _kid(key: bytes) -> bytes:

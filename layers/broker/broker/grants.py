@@ -113,13 +113,7 @@ def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret,
         raise ConfigError("the profile has no token_url")
     fields: dict[str, str] = {"grant_type": grant.name}
     fields.update((key, params[key]) for key in grant.forwarded if key in params)
-    client_id, client_secret = secret.values.get("client_id", ""), secret.values.get("client_secret", "")
-    if profile.client_auth == "client_secret_post":
-        fields.update(client_id=client_id, client_secret=client_secret)
-    elif profile.client_auth == "client_secret_basic":
-        # RFC 6749 §2.3.1: both parts form-urlencoded before Basic encoding.
-        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    _authenticate_client(fields, headers, secret, profile)
     renamed = {profile.fields.get(key, key): value for key, value in fields.items()}
     body_fields = {key: value for key, value in renamed.items() if key is not None}
     if profile.encoding == "json":
@@ -129,6 +123,19 @@ def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret,
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         body = form_encode(body_fields)
     return UpstreamRequest(profile.token_url, _checked(headers), body, sensitive)
+
+
+def _authenticate_client(
+    fields: dict[str, str], headers: dict[str, str], secret: BrokerSecret, profile: Profile
+) -> None:
+    """The profile's client authentication: credentials in the body, HTTP Basic, or none."""
+    client_id, client_secret = secret.values.get("client_id", ""), secret.values.get("client_secret", "")
+    if profile.client_auth == "client_secret_post":
+        fields.update(client_id=client_id, client_secret=client_secret)
+    elif profile.client_auth == "client_secret_basic":
+        # RFC 6749 §2.3.1: both parts form-urlencoded before Basic encoding.
+        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def form_encode(fields: Mapping[str, str]) -> bytes:
@@ -159,12 +166,7 @@ def build_revocation(token: str, secret: BrokerSecret, profile: Profile) -> Upst
         raise ConfigError("the profile has no revocation_url")
     fields = {"token": token, "token_type_hint": "refresh_token"}
     headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
-    client_id, client_secret = secret.values.get("client_id", ""), secret.values.get("client_secret", "")
-    if profile.client_auth == "client_secret_post":
-        fields.update(client_id=client_id, client_secret=client_secret)
-    elif profile.client_auth == "client_secret_basic":
-        pair = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    _authenticate_client(fields, headers, secret, profile)
     body = form_encode(fields)
     return UpstreamRequest(profile.revocation_url, _checked(headers), body, (*secret.sensitive_values(), token))
 

@@ -34,7 +34,6 @@ botocore and cryptography are imported only when a ``Guards`` is built (guards e
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -48,9 +47,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import BrokerError, CallerRejected
+from broker.errors import BrokerError, CallerRejected, SecretUnavailable
 from broker.observability import logger
-from broker.secrets import BrokerSecret
+from broker.secrets import BrokerSecret, decode_broker_keys
 
 WINDOW_SECONDS = 900  # the brute-force window (fixed windows: the key holds the window number)
 LEASE_SECONDS = 10.0  # a claim outlives no Lambda invocation (the function timeout)
@@ -123,16 +122,12 @@ class GuardKeys:
 
         Raises ``GuardsUnavailable`` when the secret holds neither (or a malformed key).
         """
-        joined = secret.get("broker_keys") or ""
-        newest = next((part.strip() for part in joined.split(",") if part.strip()), "")
-        if newest:
-            try:
-                root = base64.urlsafe_b64decode(newest + "=" * (-len(newest) % 4))
-            except (binascii.Error, ValueError) as exc:
-                raise GuardsUnavailable("The broker's secret holds a malformed broker_keys entry.") from exc
-            if len(root) != 32:
-                raise GuardsUnavailable("Each broker_keys entry must be 32 bytes (base64url).")
-            salt = _HKDF_SALT + b"/broker_keys"
+        try:
+            keys = decode_broker_keys(secret.get("broker_keys") or "")
+        except SecretUnavailable as exc:
+            raise GuardsUnavailable(exc.description) from exc
+        if keys:
+            root, salt = keys[0], _HKDF_SALT + b"/broker_keys"
         else:
             client_secret = secret.get("client_secret") or ""
             if not client_secret:

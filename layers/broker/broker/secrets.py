@@ -8,6 +8,8 @@ Secrets Lambda Extension (``extension``), which keeps the SDK out of the functio
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import threading
@@ -38,6 +40,23 @@ class BrokerSecret:
 
     def sensitive_values(self) -> tuple[str, ...]:
         return tuple(v for v in self.values.values() if v)
+
+
+def decode_broker_keys(joined: str) -> tuple[bytes, ...]:
+    """``broker_keys`` as ``parse_secret`` flattens it (base64url 32-byte keys joined by commas),
+    newest first; empty when there are none."""
+    keys = []
+    for text in (part.strip() for part in joined.split(",")):
+        if not text:
+            continue
+        try:
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise SecretUnavailable("The broker's secret holds a malformed broker_keys entry.") from exc
+        if len(key) != 32:
+            raise SecretUnavailable("Each broker_keys entry must be 32 bytes (base64url).")
+        keys.append(key)
+    return tuple(keys)
 
 
 def parse_secret(raw: str) -> BrokerSecret:
