@@ -7,7 +7,7 @@ import base64
 import json
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +28,11 @@ ugly_text = st.text(
     max_size=64,
 )
 header_values = st.one_of(ugly_text, st.sampled_from(["\r\nX-Injected: 1", "a\nb", "\x00", "é" * 10]))
+# Values that have broken parsers before: lone surrogates, NUL, CR/LF, long and non-ASCII text.
+hostile_values = st.one_of(
+    ugly_text.filter(bool),
+    st.sampled_from(["\ud800", "a\udfffb", "\x00", "\r\nX-Injected: 1", "é" * 10, "x" * 5000, "%zz", "a&b=c"]),
+)
 content_types = st.one_of(
     st.sampled_from(
         [
@@ -58,9 +63,22 @@ def _json_body(draw: st.DrawFn) -> str:
     return "{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs) + "}"
 
 
+SHAPED_TYPES = {"{": "application/json", "": "application/x-www-form-urlencoded"}
+
+
+def _shaped(draw: st.DrawFn) -> str:
+    """The route's real fields with hostile values, well-formed enough to reach the upstream call."""
+    fields = {name: draw(hostile_values) for name in ("username", "password", "refresh_token")}
+    if draw(st.booleans()):
+        return json.dumps(fields)
+    return "&".join(f"{k}={quote(v, safe='', errors='surrogatepass')}" for k, v in fields.items())
+
+
 @st.composite
 def bodies(draw: st.DrawFn) -> tuple[str | None, bool]:
-    kind = draw(st.sampled_from(["none", "bytes", "text", "json", "form", "deep", "huge"]))
+    kind = draw(st.sampled_from(["none", "bytes", "text", "json", "form", "deep", "huge", "shaped", "shaped"]))
+    if kind == "shaped":
+        return _shaped(draw), False
     if kind == "none":
         return None, False
     if kind == "bytes":
@@ -88,6 +106,14 @@ def events(draw: st.DrawFn, base: str) -> dict[str, Any]:
     event["headers"] = headers
     event["multiValueHeaders"] = draw(st.sampled_from([{k: [v] for k, v in headers.items()}, {}, None]))
     event["httpMethod"] = draw(st.sampled_from(["POST", "post", "GET", "PUT", "OPTIONS", "DELETE"]) | ugly_text)
+    if draw(st.integers(0, 2)):  # two thirds: a well-formed POST, so hostile values reach the upstream call
+        event["httpMethod"] = "POST"
+        headers.pop("Origin", None)
+        body = _shaped(draw)
+        headers["Content-Type"] = SHAPED_TYPES.get(body[:1], SHAPED_TYPES[""])
+        event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+        event["body"], event["isBase64Encoded"] = body, False
+        return event
     body, b64 = draw(bodies())
     if b64 and body is not None and not _is_base64(body):
         body = base64.b64encode(body.encode("utf-8", "surrogatepass")).decode()
