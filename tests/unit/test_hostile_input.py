@@ -109,10 +109,10 @@ def events(draw: st.DrawFn, base: str) -> dict[str, Any]:
     if draw(st.integers(0, 2)):  # two thirds: a well-formed POST, so hostile values reach the upstream call
         event["httpMethod"] = "POST"
         headers.pop("Origin", None)
-        body = _shaped(draw)
-        headers["Content-Type"] = SHAPED_TYPES.get(body[:1], SHAPED_TYPES[""])
+        shaped = _shaped(draw)
+        headers["Content-Type"] = SHAPED_TYPES.get(shaped[:1], SHAPED_TYPES[""])
         event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-        event["body"], event["isBase64Encoded"] = body, False
+        event["body"], event["isBase64Encoded"] = shaped, False
         return event
     body, b64 = draw(bodies())
     if b64 and body is not None and not _is_base64(body):
