@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "layers" / "broker"))
 os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the same for both sides; stdout stays readable
 
-from broker.config import Config  # noqa: E402
-from broker.grants import PASSWORD, REFRESH, Grant, TokenBroker  # noqa: E402
-from broker.profiles import PRESETS  # noqa: E402
-from broker.secrets import SecretStore  # noqa: E402
+from broker.config import Config  # noqa: E402 - after the sys.path and environment set-up above
+from broker.grants import PASSWORD, REFRESH, Grant, TokenBroker  # noqa: E402 - after the sys.path and environment set-up above
+from broker.profiles import PRESETS  # noqa: E402 - after the sys.path and environment set-up above
+from broker.secrets import SecretStore  # noqa: E402 - after the sys.path and environment set-up above
 
 SECRET = json.dumps(
     {"client_id": "c", "client_secret": "s", "broker_keys": ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"]}
