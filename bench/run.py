@@ -6,13 +6,15 @@ written to bench/results.md with the date and versions.
 
 Where the code runs, as Lambda runs it:
 - a Lambda-like ``site-packages`` (.local/bench/runtime): only what the python3.13 runtime
-  ships (boto3, botocore and their dependencies, awslambdaric), the layer's requirements, and
-  requests for the naive yardstick, symlinked from the dev venv (same versions, offline). The
-  dev venv also holds awscrt and pyOpenSSL (from aws-sam-cli and moto), which botocore imports
-  whenever it finds them; the Lambda runtime has neither, so they would skew every SDK figure;
-- the layer and functions copied as ``sam build`` ships them (.local/bench/stage): source
-  only, no .pyc, and PYTHONDONTWRITEBYTECODE, as Lambda's read-only /opt and /var/task
-  compile them afresh on every cold start.
+  ships (boto3, botocore and their dependencies), awslambdaric, and requests for the naive
+  yardstick, symlinked from the dev venv (same versions, offline). The dev venv also holds
+  awscrt and pyOpenSSL (from aws-sam-cli and moto), which botocore imports whenever it finds
+  them; the Lambda runtime has neither, so they would skew every SDK figure;
+- the layer exactly as `sam build` ships it (.aws-sam/build/BrokerCoreLayer/python: its
+  requirements, the broker core and their unchecked-hash .pyc files, layers/broker/Makefile),
+  and the functions as sources (.local/bench/stage), with PYTHONDONTWRITEBYTECODE, as
+  Lambda's read-only /opt and /var/task cannot cache bytecode. For comparison, the same layer
+  without its .pyc files (.local/bench/stage-src): what `BuildMethod: python3.13` ships.
 
 Usage: .venv/bin/python bench/run.py [--quick]
 """
@@ -48,7 +50,8 @@ BENCH = ROOT / "bench"
 WORK = ROOT / ".local" / "bench"
 RUNTIME = WORK / "runtime"
 STAGE = WORK / "stage"
-STAGE_PYC = WORK / "stage-pyc"
+STAGE_SRC = WORK / "stage-src"
+BUILT_LAYER = ROOT / ".aws-sam" / "build" / "BrokerCoreLayer" / "python"
 PY = RUNTIME / "bin" / "python"
 # Each function and the events/ file it is invoked with (logout takes a refresh token in body mode).
 FUNCTIONS = {"password": "password-json", "refresh": "refresh-json", "exchange": "exchange", "logout": "refresh-json"}
@@ -92,11 +95,7 @@ def build_runtime() -> list[str]:
             text=True,
         ).stdout.strip()
     )
-    roots = list(RUNTIME_ROOTS) + [
-        Requirement(line.split("#")[0]).name
-        for line in (ROOT / "layers" / "broker" / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
+    roots = list(RUNTIME_ROOTS)  # the layer's own requirements come with the built layer
     names: list[str] = []
     pending = roots[:]
     while pending:
@@ -126,23 +125,22 @@ def build_runtime() -> list[str]:
 
 
 def stage_code() -> None:
-    """The layer and the functions as `sam build` lays them out: sources only."""
-    shutil.rmtree(STAGE, ignore_errors=True)
-    no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "layers" / "broker" / "broker", STAGE / "layer" / "broker", ignore=no_cache)
-    for name in FUNCTIONS:
-        shutil.copytree(ROOT / "functions" / name, STAGE / name, ignore=no_cache)
-    (STAGE / "minimal").mkdir()
-    (STAGE / "minimal" / "app.py").write_text(MINIMAL_HANDLER)
-    # For comparison only: the same code with .pyc shipped (what a layer built with
-    # `compileall --invalidation-mode unchecked-hash` would carry).
-    shutil.rmtree(STAGE_PYC, ignore_errors=True)
-    shutil.copytree(STAGE, STAGE_PYC)
-    subprocess.run(
-        [str(PY), "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(STAGE_PYC)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """The built layer and the function sources; a copy of both with the layer's .pyc removed."""
+    sources = ROOT / "layers" / "broker" / "broker"
+    built = BUILT_LAYER / "broker"
+    if not built.is_dir():
+        raise SystemExit("No built layer: run `make build` first (`make bench` does).")
+    stale = [p.name for p in sources.glob("*.py") if p.read_bytes() != (built / p.name).read_bytes()]
+    if stale:
+        raise SystemExit(f"The built layer is older than layers/broker ({', '.join(stale)}): run `make build`.")
+    for stage, keep_bytecode in ((STAGE, True), (STAGE_SRC, False)):
+        shutil.rmtree(stage, ignore_errors=True)
+        ignore = None if keep_bytecode else shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(BUILT_LAYER, stage / "layer", symlinks=True, ignore=ignore)
+        for name in FUNCTIONS:
+            shutil.copytree(ROOT / "functions" / name, stage / name, ignore=shutil.ignore_patterns("__pycache__"))
+        (stage / "minimal").mkdir()
+        (stage / "minimal" / "app.py").write_text(MINIMAL_HANDLER)
 
 
 @contextlib.contextmanager
@@ -241,7 +239,7 @@ def cold_imports(ports: dict[str, int], rounds: int) -> dict[str, dict[str, Any]
         for name in FUNCTIONS:
             cases[f"{name} ({backend})"] = ("import app", STAGE / name, backend)
     for backend in BACKENDS:
-        cases[f"password ({backend}), .pyc shipped"] = ("import app", STAGE_PYC / "password", backend)
+        cases[f"password ({backend}), layer without .pyc"] = ("import app", STAGE_SRC / "password", backend)
     times: dict[str, list[float]] = defaultdict(list)
     for _ in range(rounds):
         for label, (code, cwd, backend) in cases.items():
