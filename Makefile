@@ -18,7 +18,7 @@ PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 	[ -x "$$p" ] && "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: help venv test unit integration lint format build run invoke bench clean
+.PHONY: help venv test unit integration lint format build run invoke bench clean validators
 
 help:
 	@echo "make run      serve the broker on http://127.0.0.1:3000 (local upstream + Secrets Manager)"
@@ -28,6 +28,7 @@ help:
 	@echo "make build    sam build"
 	@echo "make invoke   FUNCTION=PasswordFunction EVENT=events/password-json.json"
 	@echo "make bench    the performance benchmark (writes bench/results.md)"
+	@echo "make validators  recompile the routes' JSON Schemas after editing broker/schemas.py"
 
 venv: $(STAMP)
 
@@ -65,6 +66,9 @@ lint: venv
 	@for f in functions/*/; do echo "mypy $$f"; MYPYPATH=layers/broker $(VENV)/bin/mypy --strict $$f/app.py || exit 1; done
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint --template template.yaml
+
+validators: venv
+	$(PY) layers/broker/generate_validators.py
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

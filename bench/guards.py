@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ def free_port() -> int:
 
 
 def broker(grant: Grant, config: Config, table: str) -> TokenBroker:
-    configured = replace(config, state_table=table)
+    configured = config._replace(state_table=table)
     store = SecretStore("bench", 300, grant.secret_keys(configured.profile), fetch=lambda _: SECRET)
     return TokenBroker(grant, configured, store)
 
@@ -116,7 +115,7 @@ def main() -> int:
             except Exception:
                 time.sleep(0.1)
         url = f"http://127.0.0.1:{upstream.server_address[1]}/auth/token/"
-        config = Config("bench", replace(PRESETS["bakrypt"], token_url=url), frozenset())
+        config = Config("bench", PRESETS["bakrypt"]._replace(token_url=url), frozenset())
         cases: list[tuple[str, Grant, Callable[[int], dict[str, str]]]] = [
             ("login (success)", PASSWORD, lambda i: {"username": "alice", "password": "pw"}),
             ("refresh (claimant: a new token each call)", REFRESH, lambda i: {"refresh_token": f"rt-{i}-{i * 7919}"}),

@@ -130,7 +130,15 @@ def stage_code() -> None:
     built = BUILT_LAYER / "broker"
     if not built.is_dir():
         raise SystemExit("No built layer: run `make build` first (`make bench` does).")
-    stale = [p.name for p in sources.glob("*.py") if p.read_bytes() != (built / p.name).read_bytes()]
+    stale = [
+        str(p.relative_to(sources))
+        for p in sources.rglob("*.py")
+        if "__pycache__" not in p.parts
+        and (
+            not (built / p.relative_to(sources)).is_file()
+            or p.read_bytes() != (built / p.relative_to(sources)).read_bytes()
+        )
+    ]
     if stale:
         raise SystemExit(f"The built layer is older than layers/broker ({', '.join(stale)}): run `make build`.")
     for stage, keep_bytecode in ((STAGE, True), (STAGE_SRC, False)):
@@ -556,12 +564,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         say()
         say(
             "`warm.py count`: a fresh function, 1 cold invocation then 1,000 warm ones; Secrets Manager "
-            "calls and TCP connections counted at the local servers, schema compilations by wrapping "
-            "`fastjsonschema.compile` before the import."
+            "calls and TCP connections counted at the local servers; schema compilations are calls of "
+            "`fastjsonschema.compile` (the runtime does not even hold fastjsonschema: the schemas are compiled "
+            "ahead of time into broker/validators), source compilations are Python's `compile` audit events "
+            "(a module imported without its .pyc, exec/eval of a string, generated code)."
         )
         say()
-        say("| function | secret reads (first + after) | upstream TCP connections | schema compiles (import + after) |")
-        say("|---|---:|---:|---:|")
+        say(
+            "| function | secret reads (first + after) | upstream TCP connections "
+            "| schema compiles (import + after) | source compilations (import + after) |"
+        )
+        say("|---|---:|---:|---:|---:|")
         for backend in BACKENDS:
             for name in FUNCTIONS:
                 control(ports, "POST")
@@ -571,14 +584,16 @@ def main() -> None:  # noqa: PLR0915 - one linear script
                 connections = counts["upstream_connections"]
                 say(
                     f"| {name} ({backend}) | 1 + {reads - 1} | {connections} "
-                    f"| {compiled['compiled_at_import']} + {compiled['compiled_after_import']} |"
+                    f"| {compiled['schemas_at_import']} + {compiled['schemas_after_import']} "
+                    f"| {compiled['sources_at_import']} + {compiled['sources_after_import']} |"
                 )
-                ok = reads == 1 and connections == 1 and compiled["compiled_after_import"] == 0
+                after = compiled["schemas_after_import"] + compiled["sources_after_import"]
+                ok = reads == 1 and connections == 1 and after == 0
                 targets.append(
                     (
                         f"1,000 warm {name} ({backend}): 0 secret reads after the first, 1 connection, 0 compilations",
                         ok,
-                        f"{reads - 1}/{connections}/{compiled['compiled_after_import']}",
+                        f"{reads - 1}/{connections}/{after}",
                     )
                 )
 

@@ -1,7 +1,7 @@
 """Child process of bench/run.py: runs inside the Lambda-like runtime, cwd = a function's dir.
 
     warm.py loop  EVENT N NAIVE_EVERY OUT   interleaved: broker handler, raw PoolManager, naive
-    warm.py count EVENT N OUT               1 cold + N warm invocations, schema compilations counted
+    warm.py count EVENT N OUT               1 cold + N warm invocations, compilations counted
     warm.py rss   EVENT OUT                 import + one invocation, then peak RSS
 
 The handler runs in the main thread, as in Lambda (the upstream deadline uses SIGALRM there);
@@ -36,7 +36,7 @@ def invoke(handler: Any, event: dict[str, Any]) -> None:
         raise SystemExit(f"not a 200: {response}")
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - one linear script, three modes
     sys.path.insert(0, os.getcwd())  # the function's dir, as Lambda's task root
     mode, event_path = sys.argv[1], sys.argv[2]
     event = json.loads(Path(event_path).read_text())
@@ -48,24 +48,39 @@ def main() -> None:
         out.write_text(json.dumps({"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
         return
 
-    import fastjsonschema
+    # Every compilation of Python source in this process (a module imported without its .pyc,
+    # exec/eval of a string, the code a schema compiler generates) raises the "compile" audit
+    # event; fastjsonschema.compile, the one schema compiler there is, is counted by name too.
+    sources = [0]
+    sys.addaudithook(lambda event, _args: sources.__setitem__(0, sources[0] + 1) if event == "compile" else None)
+    schemas = [0]
+    try:
+        import fastjsonschema
+    except ImportError:  # not in the runtime: the schemas are compiled ahead of time (broker/validators)
+        pass
+    else:
+        original = fastjsonschema.compile
 
-    compiled = [0]
-    original = fastjsonschema.compile
+        def counting_compile(*args: Any, **kwargs: Any) -> Any:
+            schemas[0] += 1
+            return original(*args, **kwargs)
 
-    def counting_compile(*args: Any, **kwargs: Any) -> Any:
-        compiled[0] += 1
-        return original(*args, **kwargs)
-
-    fastjsonschema.compile = counting_compile  # validate() compiles through this name too
+        fastjsonschema.compile = counting_compile
     import app
 
-    at_import = compiled[0]
+    at_import = (schemas[0], sources[0])
     if mode == "count":
         invoke(app.lambda_handler, event)  # the cold invocation: first secret read, first connection
         for _ in range(int(sys.argv[3])):
             invoke(app.lambda_handler, event)
-        out.write_text(json.dumps({"compiled_at_import": at_import, "compiled_after_import": compiled[0] - at_import}))
+        counts = {
+            "schemas_at_import": at_import[0],
+            "schemas_after_import": schemas[0] - at_import[0],
+            "sources_at_import": at_import[1],
+            "sources_after_import": sources[0] - at_import[1],
+            "fastjsonschema_loaded": "fastjsonschema" in sys.modules,
+        }
+        out.write_text(json.dumps(counts))
         return
 
     import naive

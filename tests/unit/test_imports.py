@@ -2,7 +2,8 @@
 
 Powertools' logger only: no Tracer initialised (so no X-Ray SDK), no Powertools utility or
 event handler pulled in by a broad import, no boto3 (whose import drags in s3transfer), no
-cryptography outside cookie mode; with the extension backend, no SDK at all.
+cryptography outside cookie mode, no fastjsonschema (the schemas are compiled ahead of time,
+broker/validators); with the extension backend, no SDK at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from tests.support import ROOT
 
-NEVER = ("aws_xray_sdk", "boto3", "s3transfer", "requests", "cryptography", "fastjsonschema_validations")
+NEVER = ("aws_xray_sdk", "boto3", "s3transfer", "requests", "cryptography", "fastjsonschema")
 # Powertools' package __init__ imports its logging, metrics and tracing modules (the Tracer
 # class, not an instance: X-Ray stays unloaded). Anything beyond those is a broad import.
 POWERTOOLS_ALLOWED = ("logging", "metrics", "tracing", "shared", "package_logger", "exceptions", "warnings")

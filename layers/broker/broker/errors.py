@@ -34,6 +34,26 @@ def sanitise_description(text: str, redact: tuple[str, ...] = ()) -> str:
     return text
 
 
+class SchemaViolation(ValueError):
+    """What the generated validators (broker/validators) raise: fastjsonschema's
+    ``JsonSchemaValueException`` interface, minus the offending value (it may be a password,
+    and an exception that never holds one cannot leak it)."""
+
+    def __init__(
+        self,
+        message: str,
+        value: object = None,
+        name: str | None = None,
+        definition: object = None,
+        rule: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.name = name
+        self.definition = definition
+        self.rule = rule
+
+
 class BrokerError(Exception):
     """An error the broker answers with ``{"error", "error_description"}``."""
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
-
-import fastjsonschema
 
 from broker import schemas
 from broker.config import Config
@@ -29,6 +27,7 @@ from broker.errors import (
     CsrfRejected,
     InvalidRequest,
     OriginNotAllowed,
+    SchemaViolation,
     SecretUnavailable,
 )
 from broker.http import Cors, Request, error_response, json_response, parse_event, parse_params, preflight_response
@@ -44,19 +43,33 @@ if TYPE_CHECKING:
 Validator = Callable[[Any], Any]
 
 
-@dataclass(frozen=True)
 class Grant:
-    """One route: what the SPA sends, which secret keys it needs, how the upstream is called."""
+    """One route: what the SPA sends, which secret keys it needs, how the upstream is called.
 
-    name: str  # the upstream grant_type ("exchange" for the exchange route)
-    schema: Mapping[str, Any]
-    forwarded: tuple[str, ...]  # SPA parameters passed upstream
-    sensitive_params: tuple[str, ...]
+    A plain class, like the other per-request types: four dataclasses made at import would
+    cost ~4 ms of every cold start (see config.Config)."""
 
-    @functools.cached_property
+    __slots__ = ("_validate", "forwarded", "name", "schema", "sensitive_params")
+
+    def __init__(
+        self, name: str, schema: Mapping[str, Any], forwarded: tuple[str, ...], sensitive_params: tuple[str, ...]
+    ) -> None:
+        self.name = name  # the upstream grant_type ("exchange" for the exchange route)
+        self.schema = schema
+        self.forwarded = forwarded  # SPA parameters passed upstream
+        self.sensitive_params = sensitive_params
+        self._validate: Validator | None = None
+
+    def __repr__(self) -> str:
+        return f"Grant({self.name!r})"
+
+    @property
     def validate(self) -> Validator:
-        """The compiled schema: compiled once, for the route's own grant only (TokenBroker's init)."""
-        return fastjsonschema.compile(dict(self.schema))
+        """The route's schema, compiled ahead of time (broker/validators, generated from broker/schemas.py
+        by fastjsonschema); loaded for the route's own grant only, in TokenBroker's init."""
+        if self._validate is None:
+            self._validate = importlib.import_module(f"broker.validators.{self.name}").validate
+        return self._validate
 
     def secret_keys(self, profile: Profile) -> tuple[str, ...]:
         if self.name == "exchange":
@@ -71,11 +84,11 @@ class Grant:
         """Schema-validate the SPA's parameters; the description names a field, never a value."""
         try:
             self.validate(params)
-        except fastjsonschema.JsonSchemaValueException as exc:
+        except SchemaViolation as exc:
             raise InvalidRequest(self._describe(exc, params)) from exc
         return params
 
-    def _describe(self, exc: fastjsonschema.JsonSchemaValueException, params: Mapping[str, str]) -> str:
+    def _describe(self, exc: SchemaViolation, params: Mapping[str, str]) -> str:
         field = (exc.name or "").removeprefix("data.").removeprefix("data")
         if exc.rule == "required":
             missing = [key for key in self.schema.get("required", ()) if key not in params]
@@ -171,11 +184,13 @@ def build_revocation(token: str, secret: BrokerSecret, profile: Profile) -> Upst
     return UpstreamRequest(profile.revocation_url, _checked(headers), body, (*secret.sensitive_values(), token))
 
 
-@dataclass(frozen=True)
 class Reply:
-    status: int
-    body: Mapping[str, Any]
-    cookies: tuple[str, ...] = ()
+    __slots__ = ("body", "cookies", "status")
+
+    def __init__(self, status: int, body: Mapping[str, Any], cookies: tuple[str, ...] = ()) -> None:
+        self.status = status
+        self.body = body
+        self.cookies = cookies
 
 
 class TokenBroker:

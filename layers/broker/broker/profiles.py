@@ -1,7 +1,7 @@
 """Upstream profiles: a declarative description of how one authorization server is called.
 
 A profile is either a preset name or a JSON object (CONTRACT.md "Upstream profiles").
-It is parsed once, at cold start, into a frozen ``Profile``; anything invalid raises
+It is parsed once, at cold start, into an immutable ``Profile``; anything invalid raises
 ``ConfigError`` there rather than on a user's request.
 """
 
@@ -11,9 +11,8 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from broker.errors import ConfigError
@@ -39,8 +38,12 @@ def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(mapping))
 
 
-@dataclass(frozen=True)
-class Profile:
+_NO_ENTRIES: Mapping[str, Any] = _frozen({})
+
+
+class Profile(NamedTuple):
+    """Immutable and typed; a NamedTuple rather than a frozen dataclass for the cold start (see Config)."""
+
     name: str
     token_url: str | None = None
     exchange_url: str | None = None
@@ -48,11 +51,11 @@ class Profile:
     client_auth: ClientAuth = "client_secret_post"
     encoding: Encoding = "form"
     # request field -> upstream name (None: not sent)
-    fields: Mapping[str, str | None] = field(default_factory=lambda: _frozen({}))
+    fields: Mapping[str, str | None] = _NO_ENTRIES
     # header name -> template with {secret_key} / {grant_type} placeholders
-    headers: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+    headers: Mapping[str, str] = _NO_ENTRIES
     # upstream response name -> RFC 6749 name
-    response_fields: Mapping[str, str] = field(default_factory=lambda: _frozen(_CAMEL_RESPONSE))
+    response_fields: Mapping[str, str] = _frozen(_CAMEL_RESPONSE)
     exchange_scheme: str = "Token"
 
     def placeholders(self) -> frozenset[str]:
@@ -135,7 +138,7 @@ def parse_profile(raw: str) -> Profile:
         raise ConfigError("profile preset is unknown")
     base = PRESETS[preset] if preset else Profile(name="custom")
     changes = {key: _PARSERS[key](value) for key, value in spec.items() if key != "preset"}
-    return replace(base, name=preset or "custom", **changes)
+    return base._replace(name=preset or "custom", **changes)
 
 
 def _url(key: str) -> Callable[[Any], Any]:

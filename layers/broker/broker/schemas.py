@@ -1,7 +1,8 @@
 """JSON Schemas of what the SPA may send, one per route, kept as data.
 
-They are compiled once, at import, with fastjsonschema (the engine Powertools' validation
-uses): compiling on every call costs milliseconds, a compiled check microseconds.
+They are compiled ahead of time with fastjsonschema (the engine Powertools' validation uses)
+into broker/validators (layers/broker/generate_validators.py, ``make validators``): compiling
+on every call costs milliseconds, and even once per cold start ~7 ms with the import.
 Unknown parameters are allowed (RFC 6749 §3.2: ignored), so no additionalProperties.
 """
 

@@ -15,9 +15,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker.errors import ConfigError, SecretUnavailable
 from broker.observability import logger
@@ -26,11 +25,12 @@ from broker.snapstart import after_restore
 Fetch = Callable[[str], str]
 
 
-@dataclass(frozen=True, repr=False)
-class BrokerSecret:
-    """The parsed secret. ``repr`` names the keys only, so it is safe in a traceback or log."""
+class BrokerSecret(NamedTuple):
+    """The parsed secret. ``repr`` names the keys only, so it is safe in a traceback or log.
 
-    values: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    Immutable; a NamedTuple rather than a frozen dataclass for the cold start (see Config)."""
+
+    values: Mapping[str, str] = MappingProxyType({})
 
     def __repr__(self) -> str:
         return f"BrokerSecret(keys={sorted(self.values)})"
