@@ -185,6 +185,16 @@ def function_env(
         "PYTHONPATH": os.pathsep.join(str(p) for p in (stage / "layer", *extra_path)),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",  # awslambdaric makes stdout unbuffered too
+        # What Lambda sets in every execution environment (its reserved variables), which
+        # Powertools reads on each invocation; awslambdaric sets _X_AMZN_TRACE_ID per invocation
+        # from the Lambda-Runtime-Trace-Id header (Sampled=0 when tracing is off).
+        "TZ": ":UTC",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+        "AWS_LAMBDA_FUNCTION_NAME": "bench-function",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "_X_AMZN_TRACE_ID": "Root=1-6742c1a0-5f1e2d3c4b5a69788796a5b4;Parent=53995c3f42cd8ad8;Sampled=0",
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "bench",

@@ -125,10 +125,14 @@ def build_request(grant: Grant, params: Mapping[str, str], secret: BrokerSecret,
     if not profile.token_url:
         raise ConfigError("the profile has no token_url")
     fields: dict[str, str] = {"grant_type": grant.name}
-    fields.update((key, params[key]) for key in grant.forwarded if key in params)
+    for key in grant.forwarded:
+        if key in params:
+            fields[key] = params[key]
     _authenticate_client(fields, headers, secret, profile)
-    renamed = {profile.fields.get(key, key): value for key, value in fields.items()}
-    body_fields = {key: value for key, value in renamed.items() if key is not None}
+    body_fields = fields
+    if profile.fields:  # the profile renames (or drops, with None) some fields
+        renamed = {profile.fields.get(key, key): value for key, value in fields.items()}
+        body_fields = {key: value for key, value in renamed.items() if key is not None}
     if profile.encoding == "json":
         headers["Content-Type"] = "application/json"
         body = json.dumps(body_fields, ensure_ascii=False).encode("utf-8")
@@ -153,6 +157,8 @@ def _authenticate_client(
 
 def form_encode(fields: Mapping[str, str]) -> bytes:
     """``urlencode(fields).encode("ascii")``, without quoting what has nothing to quote."""
+    if _FORM_SAFE.fullmatch("".join(fields) + "".join(fields.values())):  # usually: nothing to quote
+        return "&".join(f"{key}={value}" for key, value in fields.items()).encode("ascii")
     return "&".join(f"{_form_quote(key)}={_form_quote(value)}" for key, value in fields.items()).encode("ascii")
 
 

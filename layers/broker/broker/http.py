@@ -127,7 +127,8 @@ def parse_params(request: Request) -> dict[str, str]:
     if not request.body.strip():
         return {}
     content_type = request.content_type
-    charset = _charset(request.headers.get("content-type", ""))
+    raw_type = request.headers.get("content-type", "")
+    charset = _charset(raw_type) if ";" in raw_type else ""
     if content_type not in (JSON_TYPE, FORM_TYPE) or charset not in ("", "utf-8", "utf8"):
         raise UnsupportedMediaType()
     try:
@@ -249,7 +250,9 @@ def json_response(
     extra_headers: Mapping[str, str] | None = None,
     cookies: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    headers = {**_NO_STORE, **cors.headers(request), **(extra_headers or {})}
+    headers = {**_NO_STORE, **cors.headers(request)}
+    if extra_headers:
+        headers.update(extra_headers)
     # Set-Cookie goes in multiValueHeaders: API Gateway would keep only one from `headers`.
     return {
         "statusCode": status,

@@ -213,8 +213,8 @@ def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
         raise
     finally:
         response.release_conn()
-    headers = {k.lower(): v for k, v in response.headers.iteritems()}
-    return UpstreamAnswer(response.status, headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+    # urllib3's header dict looks names up case-insensitively: no lower-cased copy per call
+    return UpstreamAnswer(response.status, response.headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 def interpret(answer: UpstreamAnswer, profile: Profile, sensitive: tuple[str, ...]) -> dict[str, Any]:
@@ -264,7 +264,8 @@ def _token_body(data: bytes, profile: Profile) -> dict[str, Any]:
         raise UpstreamFailure("The upstream answer is not JSON.") from exc
     if not isinstance(body, dict):
         raise UpstreamFailure("The upstream answer is not a JSON object.")
-    renamed = {profile.response_fields.get(key, key): value for key, value in body.items()}
+    names = profile.response_fields
+    renamed = body if names.keys().isdisjoint(body) else {names.get(key, key): value for key, value in body.items()}
     access_token = renamed.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise UpstreamFailure("The upstream answer has no access_token.")
