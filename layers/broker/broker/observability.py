@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from itertools import takewhile
@@ -198,14 +199,42 @@ def _json_message(message: Any) -> Any:
     return json.loads(message)
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # any text stream, as Powertools' own
+    """Powertools' default handler (a ``StreamHandler`` on stdout) that handles a record in one call.
+
+    Stock ``Handler.handle`` runs ``filter()``, takes the lock in ``handle`` and again in
+    ``flush``, and looks ``flush`` up on every line. This writes the same line to the same
+    stream and flushes it, under the lock once; a handler given filters takes the stock path.
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if self.filters:
+            return bool(super().handle(record))
+        try:
+            line = (self.formatter or logging.Formatter()).format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]  # created in Handler.__init__
+                stream = self.stream
+                stream.write(line)
+                stream.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+        return True
+
+
 _INDENT = constants.PRETTY_INDENT if powertools_dev_is_set() else constants.COMPACT_INDENT
 
 logger = Logger(
+    logger_handler=LineHandler(sys.stdout),
     logger_formatter=BrokerFormatter(
         json_serializer=json.JSONEncoder(default=str, separators=(",", ":"), indent=_INDENT, ensure_ascii=False).encode,
         json_deserializer=_json_message,
-    )
+    ),
 )
+# Records stop at this logger. Powertools otherwise lets them reach the root logger, where it
+# has filtered each root handler (awslambdaric's in Lambda) to drop them again, per line.
+logging.getLogger(logger.name).propagate = False
 
 # LogRecord fields no line carries (Powertools' JSON drops thread, process and task names):
 # the stdlib's documented switches stop computing them for every record.
