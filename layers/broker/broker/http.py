@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from broker.config import MAX_BODY_BYTES
 from broker.errors import BrokerError, InvalidRequest, OriginNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from broker.jsontext import compact_encoder
 
 JSON_TYPE = "application/json"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -182,7 +183,7 @@ def _keep_pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
 
 # Built once: json.loads/json.dumps with options build a new decoder/encoder on every call.
 _PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=_keep_pairs)
-_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact = compact_encoder()
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:
