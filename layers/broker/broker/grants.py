@@ -264,7 +264,7 @@ class TokenBroker:
             params = {**params, "refresh_token": self._cookie_token(request)}
         elif self.grant.name == "refresh_token" and "refresh_token" not in params:
             raise InvalidRequest("Missing required parameter: refresh_token.")
-        tokens = self._guarded(request, params)
+        tokens = self._call(params) if self.guards is None else self._guarded(request, params)
         if self.cookie_mode and "refresh_token" in tokens:
             jar = self._jar(self.secrets.get())
             cookie = jar.set_cookie(tokens.pop("refresh_token"))

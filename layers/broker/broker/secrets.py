@@ -39,7 +39,7 @@ class BrokerSecret(NamedTuple):
         return self.values.get(key)
 
     def sensitive_values(self) -> tuple[str, ...]:
-        return tuple(v for v in self.values.values() if v)
+        return tuple(filter(None, self.values.values()))
 
 
 def decode_broker_keys(joined: str) -> tuple[bytes, ...]:

@@ -96,9 +96,12 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _DeadlinePassed
 
 
+_MAIN_THREAD = threading.main_thread().ident
+
+
 def _install_alarm() -> bool:
     """The SIGALRM handler, installed once (only the main thread may install one)."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.get_ident() != _MAIN_THREAD:
         return False
     if signal.getsignal(signal.SIGALRM) is not _on_alarm:
         signal.signal(signal.SIGALRM, _on_alarm)
@@ -165,6 +168,26 @@ def _route(url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
     return route
 
 
+# urllib3 Timeouts by what remains of the deadline, in tenths of a second rounded down (never
+# more than remains): a call usually starts with its whole budget, so one object serves every
+# call instead of a new, validated Timeout each time. The alarm and the per-read socket
+# timeouts below hold the exact deadline.
+_TIMEOUTS: dict[int, urllib3.Timeout] = {}
+
+
+def _timeout(remaining: float) -> urllib3.Timeout:
+    tenths = int(remaining * 10)
+    if tenths < 10:  # under a second: the exact value
+        return urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, remaining), read=remaining)
+    timeout = _TIMEOUTS.get(tenths)
+    if timeout is None:
+        if len(_TIMEOUTS) >= 64:
+            _TIMEOUTS.clear()
+        seconds = tenths / 10
+        timeout = _TIMEOUTS[tenths] = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, seconds), read=seconds)
+    return timeout
+
+
 def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     remaining = deadline - time.monotonic()
     options: dict[str, Any] = {
@@ -173,10 +196,10 @@ def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
         "redirect": False,
         "assert_same_host": False,
         "retries": _NO_RETRY,
-        "timeout": urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, remaining), read=remaining),
+        "timeout": _timeout(remaining),
         "preload_content": False,
     }
-    pool, target = _route(request.url)
+    pool, target = _ROUTES.get(request.url) or _route(request.url)
     try:
         response = pool.urlopen("POST", target, **options)
     except ClosedPoolError:
@@ -257,9 +280,17 @@ def _error_fields(data: bytes) -> tuple[str, str]:
     return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
 
 
+_JSON = json.JSONDecoder()
+
+
 def _token_body(data: bytes, profile: Profile) -> dict[str, Any]:
     try:
-        body = json.loads(data)
+        # ``json.loads(data)``: UTF-8 (RFC 8259, BOM allowed) decoded directly; anything else
+        # (another encoding, or not JSON at all) is left to json.loads to detect or refuse
+        try:
+            body = _JSON.decode(data.decode("utf-8-sig"))
+        except ValueError:
+            body = json.loads(data)
     except ValueError as exc:
         raise UpstreamFailure("The upstream answer is not JSON.") from exc
     if not isinstance(body, dict):
