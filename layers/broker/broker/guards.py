@@ -49,7 +49,7 @@ from typing import Any
 
 from broker.errors import BrokerError, CallerRejected, SecretUnavailable
 from broker.observability import logger
-from broker.secrets import BrokerSecret, decode_broker_keys
+from broker.secrets import BrokerSecret, botocore_session, decode_broker_keys
 
 WINDOW_SECONDS = 900  # the brute-force window (fixed windows: the key holds the window number)
 LEASE_SECONDS = 10.0  # a claim outlives no Lambda invocation (the function timeout)
@@ -160,7 +160,6 @@ def dynamodb_client(endpoint_url: str | None = None, timeout: float = TABLE_TIME
     the upstream's 8 s that stays inside a 10 s function timeout.
     """
     import botocore.config  # noqa: PLC0415 - only when the guards are enabled
-    import botocore.session  # noqa: PLC0415
 
     config = botocore.config.Config(
         connect_timeout=timeout,
@@ -168,7 +167,7 @@ def dynamodb_client(endpoint_url: str | None = None, timeout: float = TABLE_TIME
         retries={"mode": "legacy", "total_max_attempts": 2},
         max_pool_connections=4,
     )
-    return botocore.session.get_session().create_client("dynamodb", endpoint_url=endpoint_url, config=config)
+    return botocore_session().create_client("dynamodb", endpoint_url=endpoint_url, config=config)
 
 
 class Guards:
