@@ -149,16 +149,22 @@ def no_trace(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the broker's own line ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trace", [None, TRACE])
-def test_the_broker_line_is_the_stock_line(monkeypatch: pytest.MonkeyPatch, trace: str | None) -> None:
-    # Given the broker's options and the keys inject_lambda_context and set_correlation_id append
+def broker_pair(monkeypatch: pytest.MonkeyPatch, trace: str | None, keys: dict[str, Any]) -> Pair:
+    """Stock and broker formatters with the broker's options, ``keys`` appended, the trace id set or not."""
     if trace is None:
         monkeypatch.delenv(TRACE_ENV, raising=False)
     else:
         monkeypatch.setenv(TRACE_ENV, trace)
     formatters = pair(**BROKER)
     for formatter in formatters:
-        formatter.append_keys(**LAMBDA_KEYS)
+        formatter.append_keys(**keys)
+    return formatters
+
+
+@pytest.mark.parametrize("trace", [None, TRACE])
+def test_the_broker_line_is_the_stock_line(monkeypatch: pytest.MonkeyPatch, trace: str | None) -> None:
+    # Given the broker's options and the keys inject_lambda_context and set_correlation_id append
+    formatters = broker_pair(monkeypatch, trace, LAMBDA_KEYS)
     # When each formats the line every grant writes
     [line] = assert_same(formatters, make_record(**TYPICAL_EXTRA))
     # Then (same bytes, and) the line is the expected JSON, message in its stock place
@@ -302,13 +308,7 @@ def test_appended_keys_render_as_stock(
     monkeypatch: pytest.MonkeyPatch, keys: dict[str, Any], trace: str | None
 ) -> None:
     # Given a pair with these keys appended, with or without a trace id in the environment
-    if trace is None:
-        monkeypatch.delenv(TRACE_ENV, raising=False)
-    else:
-        monkeypatch.setenv(TRACE_ENV, trace)
-    formatters = pair(**BROKER)
-    for formatter in formatters:
-        formatter.append_keys(**keys)
+    formatters = broker_pair(monkeypatch, trace, keys)
     # When each formats an ordinary record, and one that another handler's formatter has
     # given its own "message" and "asctime", Then the same lines (or both raise)
     stale = make_record("plain", message="plain", asctime="2001-01-01 00:00:00,000")
