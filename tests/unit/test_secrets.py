@@ -9,6 +9,8 @@ from urllib.parse import parse_qs
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from broker import guards
+from broker import secrets as broker_secrets
 from broker.secrets import BrokerSecret, SecretStore, parse_secret
 from tests.support import DEMO_SECRET, ISSUED, load_event
 from tests.unit.conftest import AppLoader, FakeContext, SecretsManager, body_of
@@ -99,3 +101,25 @@ def test_the_secret_never_shows_its_values_in_repr() -> None:
     for value in (repr(secret), str(secret)):
         assert DEMO_SECRET["client_secret"] not in value
         assert "client_secret" in value
+
+
+def test_the_secrets_and_guards_clients_come_from_one_botocore_session(monkeypatch: Any) -> None:
+    # Given a recording stand-in for the execution environment's botocore session
+    made: list[tuple[str, int]] = []
+
+    class Session:
+        def create_client(self, service: str, **options: Any) -> str:
+            made.append((service, id(self)))
+            return f"{service} client"
+
+    session = Session()
+    monkeypatch.setattr(broker_secrets, "_SESSION", session)
+    monkeypatch.setattr(broker_secrets, "_CLIENT", None)
+
+    # When the Secrets Manager client and the guards' DynamoDB client are made
+    broker_secrets._client()
+    guards.dynamodb_client("http://127.0.0.1:1")
+
+    # Then both came from that one session
+    assert made == [("secretsmanager", id(session)), ("dynamodb", id(session))]
+    assert broker_secrets.botocore_session() is session

@@ -76,6 +76,8 @@ PARAM_VALUES = st.one_of(
     st.text(max_size=12),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1000, max_size=1100),
     st.sampled_from(["password", "refresh_token", "", " ", "\x7f", "a\x00b", "openid profile", "x" * 4097]),
+    # every length limit of the schemas, and either side of it
+    st.sampled_from([0, 1, 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097]).map(lambda n: "a" * n),
     st.integers(),
     st.none(),
     st.booleans(),
@@ -101,6 +103,23 @@ def test_generated_and_runtime_compiled_validators_agree_on_every_input(data: An
         # When both validate the same document
         # Then they accept the same documents, and reject the others with the same message, field and rule
         assert outcome(grant.validate, data) == outcome(compiled, data), grant.name
+
+
+LENGTHS = (0, 1, 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097)
+
+
+@pytest.mark.parametrize("grant", GRANTS, ids=lambda g: g.name)
+def test_each_field_at_each_length_limit_is_judged_as_at_run_time(grant: Grant) -> None:
+    # Given the route's schema compiled at run time, and a document with every required field valid
+    compiled = fastjsonschema.compile(dict(grant.schema))
+    base = dict.fromkeys(grant.schema.get("required", ()), "valid")
+    fields = list(grant.schema.get("properties", {})) or ["anything"]
+    for field in fields:
+        for length in LENGTHS:
+            # When one field is this long (and made of a character every pattern allows)
+            document = {**base, field: "a" * length}
+            # Then the generated validator decides as the compiled one does
+            assert outcome(grant.validate, document) == outcome(compiled, document), (field, length)
 
 
 def test_a_rejection_names_the_field_and_rule_but_never_keeps_the_value() -> None:

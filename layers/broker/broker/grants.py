@@ -204,7 +204,7 @@ class TokenBroker:
 
     def __init__(self, grant: Grant, config: Config, secrets: SecretStore | None = None) -> None:
         self.grant = grant
-        grant.validate  # noqa: B018 - compile this route's schema now, in the init phase
+        grant.validate  # noqa: B018 - load this route's compiled schema now, in the init phase
         self.config = config
         self.cookie_mode = config.refresh_delivery == "cookie"
         self.cors = Cors(config.allowed_origins, credentials=self.cookie_mode)
