@@ -264,22 +264,20 @@ class TokenBroker:
             params = {**params, "refresh_token": self._cookie_token(request)}
         elif self.grant.name == "refresh_token" and "refresh_token" not in params:
             raise InvalidRequest("Missing required parameter: refresh_token.")
-        tokens = self._call(params) if self.guards is None else self._guarded(request, params)
+        tokens = self._call(params) if self.guards is None else self._guarded(self.guards, request, params)
         if self.cookie_mode and "refresh_token" in tokens:
             jar = self._jar(self.secrets.get())
             cookie = jar.set_cookie(tokens.pop("refresh_token"))
             return Reply(200, tokens, (cookie,))
         return Reply(200, tokens)
 
-    def _guarded(self, request: Request, params: dict[str, str]) -> dict[str, Any]:
-        """The upstream call, behind the DynamoDB guards where they are on (CONTRACT.md "Guards")."""
-        if self.guards is None:
-            return self._call(params)
-        keys = self.guards.keys_for(self.secrets.get())
+    def _guarded(self, guards: Guards, request: Request, params: dict[str, str]) -> dict[str, Any]:
+        """The upstream call behind the DynamoDB guards (CONTRACT.md "Guards")."""
+        keys = guards.keys_for(self.secrets.get())
         call = functools.partial(self._call, params)
         if self.grant.name == "password":
-            return self.guards.login(params["username"], request.source_ip, keys, call)
-        return self.guards.single_flight(params["refresh_token"], keys, call)
+            return guards.login(params["username"], request.source_ip, keys, call)
+        return guards.single_flight(params["refresh_token"], keys, call)
 
     def _cookie_token(self, request: Request) -> str:
         value = read_cookie_value(request)
