@@ -29,7 +29,8 @@ os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="testing", A
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the same for both sides; stdout stays readable
 
 from broker.config import Config  # noqa: E402 - after the sys.path and environment set-up above
-from broker.grants import PASSWORD, REFRESH, Grant, TokenBroker  # noqa: E402 - after the sys.path and environment set-up above
+from broker.grants import Grant, PasswordGrant, RefreshGrant  # noqa: E402 - after the sys.path and environment set-up above
+from broker.pipeline import TokenBroker  # noqa: E402
 from broker.profiles import PRESETS  # noqa: E402 - after the sys.path and environment set-up above
 from broker.secrets import SecretStore  # noqa: E402 - after the sys.path and environment set-up above
 
@@ -117,9 +118,13 @@ def main() -> int:
         url = f"http://127.0.0.1:{upstream.server_address[1]}/auth/token/"
         config = Config("bench", PRESETS["bakrypt"]._replace(token_url=url), frozenset())
         cases: list[tuple[str, Grant, Callable[[int], dict[str, str]]]] = [
-            ("login (success)", PASSWORD, lambda i: {"username": "alice", "password": "pw"}),
-            ("refresh (claimant: a new token each call)", REFRESH, lambda i: {"refresh_token": f"rt-{i}-{i * 7919}"}),
-            ("refresh (twin within the grace period)", REFRESH, lambda i: {"refresh_token": "rt-shared"}),
+            ("login (success)", PasswordGrant(), lambda i: {"username": "alice", "password": "pw"}),
+            (
+                "refresh (claimant: a new token each call)",
+                RefreshGrant(),
+                lambda i: {"refresh_token": f"rt-{i}-{i * 7919}"},
+            ),
+            ("refresh (twin within the grace period)", RefreshGrant(), lambda i: {"refresh_token": "rt-shared"}),
         ]
         rows = []
         for name, grant, body in cases:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from broker.grants import REFRESH
-from broker.handler import broker_for
-from broker.observability import correlation_id, logger
+from aws_lambda_powertools.logging import correlation_paths
+
+from broker.grants import RefreshGrant
+from broker.observability import logger
+from broker.pipeline import broker_for
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-broker = broker_for(REFRESH)
+broker = broker_for(RefreshGrant())
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    logger.set_correlation_id(correlation_id(event))  # requestContext.requestId (API_GATEWAY_REST)
     return broker.handle(event)

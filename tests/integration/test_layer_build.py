@@ -44,16 +44,16 @@ def test_every_module_of_the_layer_ships_its_unchecked_hash_bytecode(built_templ
 
 
 def test_the_bytecode_is_the_current_source_and_names_it_under_opt(built_template: Path) -> None:
-    # Given the layer's compiled grants module
+    # Given the layer's compiled grants base module
     layer = built_template.parent / "BrokerCoreLayer" / "python"
-    source = layer / "broker" / "grants.py"
+    source = layer / "broker" / "grants" / "base.py"
     data = pyc_of(source).read_bytes()
 
     # Then it was compiled from exactly the repository's source
-    assert source.read_bytes() == (ROOT / "layers" / "broker" / "broker" / "grants.py").read_bytes()
+    assert source.read_bytes() == (ROOT / "layers" / "broker" / "broker" / "grants" / "base.py").read_bytes()
     assert data[8:16] == importlib.util.source_hash(source.read_bytes())
     # And its code objects name the file where Lambda mounts it
-    assert marshal.loads(data[16:]).co_filename == "/opt/python/broker/grants.py"  # noqa: S302 - our own build
+    assert marshal.loads(data[16:]).co_filename == "/opt/python/broker/grants/base.py"  # noqa: S302 - our own build
 
 
 def test_a_fresh_interpreter_imports_the_core_from_bytecode_alone(built_template: Path, tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_a_fresh_interpreter_imports_the_core_from_bytecode_alone(built_template
 
     # When Python imports the core from it (as from a read-only /opt: nothing written)
     result = subprocess.run(
-        ["python", "-B", "-c", "import broker.grants, broker.upstream; print('ok')"],
+        ["python", "-B", "-c", "import broker.grants, broker.pipeline; print('ok')"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(copy), "PATH": str(ROOT / ".venv" / "bin") + ":/usr/bin:/bin"},
         capture_output=True,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import broker.grants
+import broker.pipeline
 from broker.secrets import SecretStore
 from broker.upstream import UpstreamAnswer, UpstreamRequest
 from tests.support import DEMO_SECRET, ISSUED, load_event
@@ -150,7 +150,7 @@ def armed(load_app: AppLoader, monkeypatch: pytest.MonkeyPatch) -> dict[str, tup
         )
         apps[name] = app
     upstream = RecordingUpstream()
-    monkeypatch.setattr(broker.grants, "send", upstream)
+    monkeypatch.setattr(broker.pipeline, "send", upstream)
     return {name: (app, upstream) for name, app in apps.items()}
 
 

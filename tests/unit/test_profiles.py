@@ -12,12 +12,13 @@ from pytest_httpserver import HTTPServer
 
 from broker.config import Config
 from broker.errors import ConfigError
-from broker.grants import EXCHANGE, PASSWORD, REFRESH, build_request
+from broker.grants import ExchangeGrant, PasswordGrant, RefreshGrant
 from broker.profiles import PRESETS, parse_profile
 from broker.secrets import parse_secret
 from tests.support import DEMO_SECRET, ISSUED, load_event
 from tests.unit.conftest import AppLoader, FakeContext, SecretsManager, body_of
 
+PASSWORD, REFRESH, EXCHANGE = PasswordGrant(), RefreshGrant(), ExchangeGrant()
 SECRET = parse_secret(json.dumps(DEMO_SECRET))
 PARTNER = {
     "token_url": "https://api.example.com/v1/auth/token",
@@ -40,12 +41,12 @@ def test_presets_point_at_the_contracts_endpoints(preset: str, token_url: str, e
     profile = parse_profile(preset)
     assert profile.token_url == token_url
     assert profile.exchange_url == exchange_url
-    request = build_request(PASSWORD, {"username": "demo", "password": "pw"}, SECRET, profile)
+    request = PASSWORD.upstream_request({"username": "demo", "password": "pw"}, SECRET, profile)
     assert request.url == token_url
 
 
 def test_bakrypt_login_is_a_client_secret_post_form() -> None:
-    request = build_request(PASSWORD, {"username": "zoë", "password": "p&ss=1"}, SECRET, PRESETS["bakrypt"])
+    request = PASSWORD.upstream_request({"username": "zoë", "password": "p&ss=1"}, SECRET, PRESETS["bakrypt"])
     assert request.headers == {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
     assert request.body is not None
     assert parse_qs(request.body.decode()) == {
@@ -58,7 +59,7 @@ def test_bakrypt_login_is_a_client_secret_post_form() -> None:
 
 
 def test_bakrypt_exchange_is_a_token_header_and_no_body() -> None:
-    request = build_request(EXCHANGE, {}, SECRET, PRESETS["bakrypt"])
+    request = EXCHANGE.upstream_request({}, SECRET, PRESETS["bakrypt"])
     assert request.url == "https://bakrypt.io/auth/exchange/"
     assert request.headers == {"Accept": "application/json", "Authorization": f"Token {DEMO_SECRET['exchange_token']}"}
     assert request.body is None
@@ -66,7 +67,7 @@ def test_bakrypt_exchange_is_a_token_header_and_no_body() -> None:
 
 def test_didit_uses_http_basic_with_form_encoded_credentials() -> None:
     secret = parse_secret(json.dumps({"client_id": "id:with colon", "client_secret": "s&cret/+"}))
-    request = build_request(REFRESH, {"refresh_token": "rt"}, secret, PRESETS["didit"])
+    request = REFRESH.upstream_request({"refresh_token": "rt"}, secret, PRESETS["didit"])
     # RFC 6749 §2.3.1: form-urlencode each part, then Basic
     expected = base64.b64encode(b"id%3Awith+colon:s%26cret%2F%2B").decode()
     assert request.headers["Authorization"] == f"Basic {expected}"
@@ -149,7 +150,7 @@ def test_json_profile_renames_drops_fields_and_maps_responses() -> None:
             }
         )
     )
-    request = build_request(PASSWORD, {"username": "demo", "password": "pw"}, SECRET, profile)
+    request = PASSWORD.upstream_request({"username": "demo", "password": "pw"}, SECRET, profile)
     assert request.url == "https://bakrypt.io/auth/token/"
     assert request.body is not None
     assert json.loads(request.body) == {"login": "demo", "password": "pw"}
@@ -212,7 +213,7 @@ def test_configuration_is_validated_once(env: dict[str, str], ok: bool) -> None:
 def test_spa_cannot_override_what_the_broker_sends() -> None:
     # Given an SPA that sends client credentials, a grant type and an upstream URL of its own
     params = {"username": "demo", "password": "pw", "client_id": "evil", "client_secret": "evil", "token_url": "x"}
-    request = build_request(PASSWORD, params, SECRET, PRESETS["bakrypt"])
+    request = PASSWORD.upstream_request(params, SECRET, PRESETS["bakrypt"])
     assert request.url == "https://bakrypt.io/auth/token/"
     assert request.body is not None
     sent = parse_qs(request.body.decode())

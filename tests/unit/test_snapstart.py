@@ -9,12 +9,13 @@ import broker.upstream
 
 def test_the_upstream_pool_is_emptied_after_a_restore() -> None:
     # Given a pool holding a connection pool for an endpoint, as a snapshot would
-    broker.upstream._route("http://127.0.0.1:9/auth/token/")
+    broker.upstream.POOL.connection_from_url("http://127.0.0.1:9/auth/token/")
     assert len(broker.upstream.POOL.pools) >= 1
     # When the runtime runs the after-restore hooks
     hooks = [func for func, _, _ in snapshot_restore_py.get_after_restore()]
-    assert broker.upstream._forget_connections in hooks
-    broker.upstream._forget_connections()
+    assert broker.upstream.POOL.clear in hooks
+    for hook in hooks:
+        if hook == broker.upstream.POOL.clear:
+            hook()
     # Then nothing is left to reuse
     assert len(broker.upstream.POOL.pools) == 0
-    assert broker.upstream._ROUTES == {}

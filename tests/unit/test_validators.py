@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.errors import SchemaViolation
-from broker.grants import EXCHANGE, LOGOUT, PASSWORD, REFRESH, Grant
+from broker.grants import ExchangeGrant, Grant, PasswordGrant, RefreshGrant, RevocationGrant
 from tests.support import ROOT
 
-GRANTS = (PASSWORD, REFRESH, EXCHANGE, LOGOUT)
+GRANTS = (PasswordGrant(), RefreshGrant(), ExchangeGrant(), RevocationGrant())
 
 
 def load_generator() -> ModuleType:
@@ -128,7 +128,7 @@ def test_a_rejection_names_the_field_and_rule_but_never_keeps_the_value() -> Non
 
     # When the password route validates it
     with pytest.raises(SchemaViolation) as caught:
-        PASSWORD.validate({"username": "alice", "password": secret})
+        PasswordGrant().validate({"username": "alice", "password": secret})
 
     # Then the exception says where and why, and holds no copy of the value anywhere
     assert (caught.value.name, caught.value.rule) == ("data.password", "maxLength")

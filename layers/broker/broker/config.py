@@ -1,4 +1,9 @@
-"""Typed configuration, read from the function's environment once, at cold start."""
+"""The function's configuration: the only module that reads the environment.
+
+Read once, at cold start, into an immutable ``Config``; anything invalid raises ``ConfigError``
+there, so a misconfigured function fails its init loudly instead of a user's request.
+Every default lives here, once (docs/configuration.md lists them).
+"""
 
 from __future__ import annotations
 
@@ -11,74 +16,116 @@ from broker.profiles import Profile, check_url, parse_profile
 
 MAX_BODY_BYTES = 16 * 1024
 
+DEFAULT_PROFILE = "bakrypt-testnet"
+SECRET_TTL = 300.0
+UPSTREAM_TIMEOUT = 8.0  # below the function's 10 s timeout, below API Gateway's 29 s
+COOKIE_MAX_AGE = 30 * 24 * 3600
+LOGIN_MAX_FAILURES = 5
+LOGIN_MAX_FAILURES_PER_IP = 50
+REFRESH_GRACE = 30.0
+EXTENSION_PORT = 2773  # the AWS Parameters and Secrets Lambda Extension's default
+SECRETS_BACKENDS = ("sdk", "extension")
+DELIVERIES = ("body", "cookie")
+
 
 class Config(NamedTuple):
-    """Immutable and typed. A NamedTuple, not a frozen dataclass: building a frozen dataclass
-    execs its generated methods, about 1 ms of every cold start for a class this size;
-    a NamedTuple costs a tenth of that (bench/results.md, cold import)."""
+    """Immutable and typed (a NamedTuple: a frozen dataclass costs ~1 ms more of cold start)."""
 
     secret_id: str
     profile: Profile
     allowed_origins: frozenset[str]
-    secret_ttl: float = 300.0
-    upstream_timeout: float = 8.0
-    # BFF mode (CONTRACT.md): "body" hands the refresh token to the SPA, "cookie" never does.
+    secret_ttl: float = SECRET_TTL
+    upstream_timeout: float = UPSTREAM_TIMEOUT
+    # BFF mode: "body" hands the refresh token to the SPA, "cookie" never does.
     refresh_delivery: str = "body"
-    cookie_max_age: int = 30 * 24 * 3600
+    cookie_max_age: int = COOKIE_MAX_AGE
     # Binds refresh cookies to this deployment (AES-GCM associated data).
     deployment_id: str = ""
-    # Guards across instances (CONTRACT.md "Guards"): an empty table name turns them off.
+    # Guards across instances: an empty table name turns them off.
     state_table: str = ""
-    login_max_failures: int = 5
-    login_max_failures_per_ip: int = 50
-    refresh_grace: float = 30.0
+    login_max_failures: int = LOGIN_MAX_FAILURES
+    login_max_failures_per_ip: int = LOGIN_MAX_FAILURES_PER_IP
+    refresh_grace: float = REFRESH_GRACE
     guards_fail_closed: bool = False
+    secrets_backend: str = "sdk"
+    extension_port: int = EXTENSION_PORT
+
+    @property
+    def cookie_mode(self) -> bool:
+        return self.refresh_delivery == "cookie"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         env = os.environ if env is None else env
-        secret_id = env.get("BROKER_SECRET_ID", "").strip()
+        secret_id = _text(env, "BROKER_SECRET_ID")
         if not secret_id:
             raise ConfigError("BROKER_SECRET_ID is required")
-        profile = parse_profile(env.get("BROKER_PROFILE", "").strip() or "bakrypt-testnet")
-        token_url = env.get("BROKER_TOKEN_URL", "").strip() or profile.token_url
-        exchange_url = env.get("BROKER_EXCHANGE_URL", "").strip() or profile.exchange_url
-        profile = profile._replace(token_url=token_url, exchange_url=exchange_url)
-        for name in ("token_url", "exchange_url", "revocation_url"):
-            url = getattr(profile, name)
-            if url:
-                check_url(url, name)
-        origins = frozenset(
-            o.strip().rstrip("/") for o in env.get("BROKER_ALLOWED_ORIGINS", "").split(",") if o.strip()
-        )
-        if "*" in origins or "null" in origins:
-            raise ConfigError("BROKER_ALLOWED_ORIGINS lists exact origins; '*' and 'null' are not allowed")
-        delivery = env.get("BROKER_REFRESH_DELIVERY", "").strip().lower() or "body"
-        if delivery not in ("body", "cookie"):
-            raise ConfigError("BROKER_REFRESH_DELIVERY must be body or cookie")
+        origins = _origins(env)
+        delivery = _choice(env, "BROKER_REFRESH_DELIVERY", DELIVERIES)
         if delivery == "cookie" and not origins:
             raise ConfigError("cookie mode needs BROKER_ALLOWED_ORIGINS (the CSRF defence checks Origin)")
         return cls(
             secret_id=secret_id,
-            profile=profile,
+            profile=_profile(env),
             allowed_origins=origins,
-            secret_ttl=_number(env, "BROKER_SECRET_TTL", 300.0, minimum=0.0),
-            upstream_timeout=_number(env, "BROKER_UPSTREAM_TIMEOUT", 8.0, minimum=0.1, maximum=28.0),
+            secret_ttl=_number(env, "BROKER_SECRET_TTL", SECRET_TTL, minimum=0.0),
+            upstream_timeout=_number(env, "BROKER_UPSTREAM_TIMEOUT", UPSTREAM_TIMEOUT, minimum=0.1, maximum=28.0),
             refresh_delivery=delivery,
-            cookie_max_age=int(_number(env, "BROKER_COOKIE_MAX_AGE", 30 * 24 * 3600, minimum=60, maximum=400 * 86400)),
-            deployment_id=env.get("BROKER_DEPLOYMENT_ID", "").strip() or secret_id,
-            state_table=env.get("BROKER_STATE_TABLE", "").strip(),
-            login_max_failures=int(_number(env, "BROKER_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=100)),
-            login_max_failures_per_ip=int(
-                _number(env, "BROKER_LOGIN_MAX_FAILURES_PER_IP", 50, minimum=1, maximum=1000)
+            cookie_max_age=int(_number(env, "BROKER_COOKIE_MAX_AGE", COOKIE_MAX_AGE, minimum=60, maximum=400 * 86400)),
+            deployment_id=_text(env, "BROKER_DEPLOYMENT_ID") or secret_id,
+            state_table=_text(env, "BROKER_STATE_TABLE"),
+            login_max_failures=int(
+                _number(env, "BROKER_LOGIN_MAX_FAILURES", LOGIN_MAX_FAILURES, minimum=1, maximum=100)
             ),
-            refresh_grace=_number(env, "BROKER_REFRESH_GRACE", 30.0, minimum=0.0, maximum=300.0),
+            login_max_failures_per_ip=int(
+                _number(env, "BROKER_LOGIN_MAX_FAILURES_PER_IP", LOGIN_MAX_FAILURES_PER_IP, minimum=1, maximum=1000)
+            ),
+            refresh_grace=_number(env, "BROKER_REFRESH_GRACE", REFRESH_GRACE, minimum=0.0, maximum=300.0),
             guards_fail_closed=_flag(env, "BROKER_GUARDS_FAIL_CLOSED"),
+            secrets_backend=_choice(env, "BROKER_SECRETS_BACKEND", SECRETS_BACKENDS),
+            extension_port=_port(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", EXTENSION_PORT),
         )
 
 
+def session_token() -> str:
+    """The function's AWS session token, read per call: the runtime may renew it (SnapStart restore)."""
+    return os.environ.get("AWS_SESSION_TOKEN", "")
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _profile(env: Mapping[str, str]) -> Profile:
+    profile = parse_profile(_text(env, "BROKER_PROFILE") or DEFAULT_PROFILE)
+    profile = profile._replace(
+        token_url=_text(env, "BROKER_TOKEN_URL") or profile.token_url,
+        exchange_url=_text(env, "BROKER_EXCHANGE_URL") or profile.exchange_url,
+    )
+    for name in ("token_url", "exchange_url", "revocation_url"):
+        url = getattr(profile, name)
+        if url:
+            check_url(url, name)
+    return profile
+
+
+def _origins(env: Mapping[str, str]) -> frozenset[str]:
+    raw = env.get("BROKER_ALLOWED_ORIGINS", "").split(",")
+    origins = frozenset(origin.strip().rstrip("/") for origin in raw if origin.strip())
+    if "*" in origins or "null" in origins:
+        raise ConfigError("BROKER_ALLOWED_ORIGINS lists exact origins; '*' and 'null' are not allowed")
+    return origins
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = _text(env, name).lower() or allowed[0]
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of: {', '.join(allowed)}")
+    return value
+
+
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float = 86400.0) -> float:
-    raw = env.get(name, "").strip()
+    raw = _text(env, name)
     if not raw:
         return default
     try:
@@ -90,8 +137,15 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = _text(env, name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name} must be a TCP port")
+    return int(raw)
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
+    raw = _text(env, name).lower()
     if raw in ("", "false", "0", "no"):
         return False
     if raw in ("true", "1", "yes"):

@@ -553,6 +553,6 @@ def _replay(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def _count_unavailable() -> None:
-    from broker.metrics import metrics_count  # noqa: PLC0415 - failure path only
+    from broker.observability import metrics_count  # noqa: PLC0415 - failure path only
 
     metrics_count("GuardsUnavailable")

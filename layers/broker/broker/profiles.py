@@ -1,6 +1,6 @@
 """Upstream profiles: a declarative description of how one authorization server is called.
 
-A profile is either a preset name or a JSON object (CONTRACT.md "Upstream profiles").
+A profile is either a preset name or a JSON object (docs/profiles.md).
 It is parsed once, at cold start, into an immutable ``Profile``; anything invalid raises
 ``ConfigError`` there rather than on a user's request.
 """
@@ -15,9 +15,9 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
+from broker.client_auth import METHODS
 from broker.errors import ConfigError
 
-ClientAuth = Literal["client_secret_post", "client_secret_basic", "none"]
 Encoding = Literal["form", "json"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -48,7 +48,7 @@ class Profile(NamedTuple):
     token_url: str | None = None
     exchange_url: str | None = None
     revocation_url: str | None = None
-    client_auth: ClientAuth = "client_secret_post"
+    client_auth: str = "client_secret_post"  # a name in broker.client_auth.METHODS
     encoding: Encoding = "form"
     # request field -> upstream name (None: not sent)
     fields: Mapping[str, str | None] = _NO_ENTRIES
@@ -193,7 +193,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "token_url": _url("token_url"),
     "exchange_url": _url("exchange_url"),
     "revocation_url": _url("revocation_url"),
-    "client_auth": _choice("client_auth", ("client_secret_post", "client_secret_basic", "none")),
+    "client_auth": _choice("client_auth", tuple(METHODS)),
     "encoding": _choice("encoding", ("form", "json")),
     "exchange_scheme": _exchange_scheme,
     "fields": _fields,

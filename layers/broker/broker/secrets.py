@@ -11,16 +11,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from broker.errors import ConfigError, SecretUnavailable
+from broker.config import session_token
+from broker.errors import SecretUnavailable
 from broker.observability import logger
 from broker.snapstart import after_restore
+
+if TYPE_CHECKING:
+    from broker.config import Config
 
 Fetch = Callable[[str], str]
 
@@ -77,28 +80,17 @@ def parse_secret(raw: str) -> BrokerSecret:
     return BrokerSecret(MappingProxyType(values))
 
 
-BACKENDS = ("sdk", "extension")
-
-
-def fetcher_for(backend: str, env: Mapping[str, str] | None = None) -> Fetch:
-    """The secret reader for a ``BROKER_SECRETS_BACKEND``, made ready at cold start.
+def fetcher_for(config: Config) -> Fetch:
+    """The secret reader ``BROKER_SECRETS_BACKEND`` names, made ready at cold start.
 
     ``sdk``: GetSecretValue through botocore (the client is created now, in the init phase,
     which Lambda runs at full CPU and SnapStart snapshots). ``extension``: the AWS Parameters
     and Secrets Lambda Extension on localhost, read with urllib3, so the SDK is never imported.
     """
-    env = os.environ if env is None else env
-    if backend == "sdk":
-        _client()
-        return sdk_fetch
-    if backend == "extension":
-        return ExtensionFetch(_port(env.get("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "")))
-    raise ConfigError(f"BROKER_SECRETS_BACKEND must be one of: {', '.join(BACKENDS)}")
-
-
-def backend_from_env(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("BROKER_SECRETS_BACKEND", "").strip().lower() or "sdk"
+    if config.secrets_backend == "extension":
+        return ExtensionFetch(config.extension_port)
+    _client()
+    return sdk_fetch
 
 
 def sdk_fetch(secret_id: str) -> str:
@@ -171,8 +163,7 @@ class ExtensionFetch:
             "GET",
             "/secretsmanager/get",
             fields={"secretId": secret_id},
-            # The session token is read per call: the runtime may renew it (SnapStart restore).
-            headers={"X-Aws-Parameters-Secrets-Token": os.environ.get("AWS_SESSION_TOKEN", "")},
+            headers={"X-Aws-Parameters-Secrets-Token": session_token()},
         )
         if response.status != 200:
             raise ExtensionError(response.status)
@@ -183,13 +174,6 @@ class ExtensionFetch:
         if not isinstance(secret, str):
             raise SecretUnavailable("The broker's secret has no SecretString.")
         return secret
-
-
-def _port(raw: str) -> int:
-    raw = raw.strip() or "2773"
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ConfigError("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT must be a TCP port")
-    return int(raw)
 
 
 class SecretStore:
@@ -206,8 +190,7 @@ class SecretStore:
         self._secret_id = secret_id
         self._ttl = ttl
         self._required = required
-        # None: the backend BROKER_SECRETS_BACKEND names, chosen and made ready once, now.
-        self._fetch = fetch or fetcher_for(backend_from_env())
+        self._fetch = fetch or sdk_fetch
         self._clock = clock
         self._lock = threading.Lock()
         self._value: BrokerSecret | None = None

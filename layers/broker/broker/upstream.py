@@ -1,4 +1,4 @@
-"""One HTTP call to the upstream authorization server, and what its answer means.
+"""One HTTP call to the upstream authorization server (its meaning is ``broker.answers``).
 
 Every call goes through one module-level ``PoolManager``: connections stay open across warm
 invocations, TLS is verified, redirects are never followed (a 307 would re-send the
@@ -7,37 +7,22 @@ password elsewhere), and one deadline covers the whole call, body included.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 import urllib3
 from urllib3.exceptions import (
-    ClosedPoolError,
     ConnectTimeoutError,
     HTTPError,
     NewConnectionError,
     ReadTimeoutError,
     SSLError,
 )
-from urllib3.util.retry import Retry
-from urllib3.util.url import parse_url
 
-from broker.errors import (
-    CALLER_ERRORS,
-    CallerRejected,
-    ClientRejected,
-    UpstreamFailure,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    sanitise_description,
-)
+from broker.errors import UpstreamFailure, UpstreamTimeout
 from broker.observability import logger
-from broker.profiles import Profile
 from broker.snapstart import after_restore
 
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -45,17 +30,10 @@ _CONNECT_TIMEOUT = 3.0
 
 # Retries are decided per call below (only when the request certainly never left).
 POOL = urllib3.PoolManager(num_pools=4, maxsize=2, retries=False, cert_reqs="CERT_REQUIRED")
-# What ``retries=False, redirect=False`` becomes inside urlopen, built once rather than per call.
-_NO_RETRY = Retry(total=False, redirect=False)
-
-# The endpoint URLs are fixed at cold start (the profile), so each is parsed, and its pool
-# looked up in POOL, once: ``POOL.urlopen`` would redo both on every call (about 40 µs, 12% of
-# a loopback round trip, measured with bench/). Same pools, same TLS settings, no redirects.
-_ROUTES: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
 
 
 class UpstreamRequest:
-    """What ``send`` POSTs. Plain classes, not dataclasses: each dataclass costs ~1 ms of cold start."""
+    """What ``send`` POSTs."""
 
     __slots__ = ("body", "headers", "sensitive", "url")
 
@@ -96,12 +74,9 @@ def _on_alarm(signum: int, frame: object) -> None:
     raise _DeadlinePassed
 
 
-_MAIN_THREAD = threading.main_thread().ident
-
-
 def _install_alarm() -> bool:
     """The SIGALRM handler, installed once (only the main thread may install one)."""
-    if threading.get_ident() != _MAIN_THREAD:
+    if threading.current_thread() is not threading.main_thread():
         return False
     if signal.getsignal(signal.SIGALRM) is not _on_alarm:
         signal.signal(signal.SIGALRM, _on_alarm)
@@ -111,13 +86,8 @@ def _install_alarm() -> bool:
 _install_alarm()  # at cold start, in Lambda's main thread
 
 
-def _forget_connections() -> None:
-    """After a SnapStart restore no connection of the snapshot may be reused."""
-    _ROUTES.clear()
-    POOL.clear()
-
-
-after_restore(_forget_connections)
+# After a SnapStart restore no connection of the snapshot may be reused.
+after_restore(POOL.clear)
 
 
 def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
@@ -156,176 +126,51 @@ def _send(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _route(url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
-    """POOL's connection pool for ``url``'s origin, and the request target to send it."""
-    route = _ROUTES.get(url)
-    if route is None:
-        parts = parse_url(url)
-        route = POOL.connection_from_host(parts.host, port=parts.port, scheme=parts.scheme), parts.request_uri
-        if len(_ROUTES) >= 16:  # only a profile's few endpoints ever come here; tests make many
-            _ROUTES.clear()
-        _ROUTES[url] = route
-    return route
-
-
-# urllib3 Timeouts by what remains of the deadline, in tenths of a second rounded down (never
-# more than remains): a call usually starts with its whole budget, so one object serves every
-# call instead of a new, validated Timeout each time. The alarm and the per-read socket
-# timeouts below hold the exact deadline.
-_TIMEOUTS: dict[int, urllib3.Timeout] = {}
-
-
-def _timeout(remaining: float) -> urllib3.Timeout:
-    tenths = int(remaining * 10)
-    if tenths < 10:  # under a second: the exact value
-        return urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, remaining), read=remaining)
-    timeout = _TIMEOUTS.get(tenths)
-    if timeout is None:
-        if len(_TIMEOUTS) >= 64:
-            _TIMEOUTS.clear()
-        seconds = tenths / 10
-        timeout = _TIMEOUTS[tenths] = urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, seconds), read=seconds)
-    return timeout
-
-
 def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
-    remaining = deadline - time.monotonic()
-    options: dict[str, Any] = {
-        "body": request.body,
-        "headers": dict(request.headers),
-        "redirect": False,
-        "assert_same_host": False,
-        "retries": _NO_RETRY,
-        "timeout": _timeout(remaining),
-        "preload_content": False,
-    }
-    pool, target = _ROUTES.get(request.url) or _route(request.url)
+    remaining = max(deadline - time.monotonic(), 0.001)
+    response = POOL.urlopen(
+        "POST",
+        request.url,
+        body=request.body,
+        headers=dict(request.headers),
+        redirect=False,
+        retries=False,
+        timeout=urllib3.Timeout(connect=min(_CONNECT_TIMEOUT, remaining), read=remaining),
+        preload_content=False,
+    )
     try:
-        response = pool.urlopen("POST", target, **options)
-    except ClosedPoolError:
-        # The pool was closed under us (nothing was sent): look the origin up in POOL again.
-        _ROUTES.pop(request.url, None)
-        pool, target = _route(request.url)
-        response = pool.urlopen("POST", target, **options)
-    try:
-        declared = response.headers.get("content-length", "")
-        expected = int(declared) if declared.isdigit() else -1
-        if expected > MAX_ANSWER_BYTES:
-            raise UpstreamFailure("The upstream answer is too large.")
-        if response.chunked or "content-encoding" in response.headers:
-            expected = -1  # the length read differs from the one declared: read to the end
-        chunks: list[bytes] = []
-        size = 0
-        # With a Content-Length, stop once it has arrived (no extra read for the end of file).
-        while size != expected:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamTimeout()
-            sock = getattr(response.connection, "sock", None)
-            if sock is not None:
-                sock.settimeout(remaining)  # the deadline covers the whole body, not each read
-            chunk = response.read1(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise UpstreamFailure("The upstream answer is too large.")
-            chunks.append(chunk)
+        data = _read_body(response, deadline)
     except BaseException:
         response.close()  # a half-read connection must not go back to the pool
         raise
     finally:
         response.release_conn()
-    # urllib3's header dict looks names up case-insensitively: no lower-cased copy per call
-    return UpstreamAnswer(response.status, response.headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+    return UpstreamAnswer(response.status, response.headers, data)
 
 
-def interpret(answer: UpstreamAnswer, profile: Profile, sensitive: tuple[str, ...]) -> dict[str, Any]:
-    """The RFC 6749 §5.1 body for a success; the matching BrokerError otherwise."""
-    status = answer.status
-    if 200 <= status < 300:
-        return _token_body(answer.data, profile)
-    if 300 <= status < 400:
-        raise UpstreamFailure("The upstream authorization server answered with a redirect, which is not followed.")
-    if status in (429, 503):
-        raise UpstreamUnavailable(retry_after=_retry_after(answer.headers.get("retry-after")))
-    if status >= 500:
-        raise UpstreamFailure()
-    error, description = _error_fields(answer.data)
-    if status == 401 or error == "invalid_client":
-        raise ClientRejected()
-    if status == 400 and error in CALLER_ERRORS:
-        text = sanitise_description(description, sensitive) or _DEFAULT_DESCRIPTIONS[error]
-        raise CallerRejected(error, text)
-    raise UpstreamFailure(f"The upstream authorization server answered HTTP {status}.")
-
-
-_DEFAULT_DESCRIPTIONS = {
-    "invalid_grant": "The authorization server rejected the grant.",
-    "invalid_scope": "The requested scope is invalid.",
-    "unauthorized_client": "The client is not authorized for this grant.",
-    "invalid_request": "The authorization server rejected the request as malformed.",
-    "unsupported_grant_type": "The authorization server does not support this grant.",
-}
-
-
-def _error_fields(data: bytes) -> tuple[str, str]:
-    try:
-        body = json.loads(data)
-    except ValueError:
-        return "", ""
-    if not isinstance(body, dict):
-        return "", ""
-    error, description = body.get("error"), body.get("error_description")
-    return (error if isinstance(error, str) else "", description if isinstance(description, str) else "")
-
-
-_JSON = json.JSONDecoder()
-
-
-def _token_body(data: bytes, profile: Profile) -> dict[str, Any]:
-    try:
-        # ``json.loads(data)``: UTF-8 (RFC 8259, BOM allowed) decoded directly; anything else
-        # (another encoding, or not JSON at all) is left to json.loads to detect or refuse
-        try:
-            body = _JSON.decode(data.decode("utf-8-sig"))
-        except ValueError:
-            body = json.loads(data)
-    except ValueError as exc:
-        raise UpstreamFailure("The upstream answer is not JSON.") from exc
-    if not isinstance(body, dict):
-        raise UpstreamFailure("The upstream answer is not a JSON object.")
-    names = profile.response_fields
-    renamed = body if names.keys().isdisjoint(body) else {names.get(key, key): value for key, value in body.items()}
-    access_token = renamed.get("access_token")
-    if not isinstance(access_token, str) or not access_token:
-        raise UpstreamFailure("The upstream answer has no access_token.")
-    token_type = renamed.get("token_type")
-    result: dict[str, Any] = {
-        "access_token": access_token,
-        "token_type": token_type if isinstance(token_type, str) and token_type else "Bearer",
-    }
-    expires_in = renamed.get("expires_in")
-    if (isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)) or (
-        isinstance(expires_in, str) and expires_in.isdigit()
-    ):
-        result["expires_in"] = int(expires_in)
-    for key in ("refresh_token", "scope", "id_token"):
-        value = renamed.get(key)
-        if isinstance(value, str) and value:
-            result[key] = value
-    return result
-
-
-def _retry_after(value: str | None) -> str | None:
-    """Pass on a Retry-After only in one of its two RFC 9110 forms."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit() and len(value) <= 6:
-        return value
-    try:
-        parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return value if value.isascii() and "\r" not in value and "\n" not in value else None
+def _read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+    """The whole body, at most ``MAX_ANSWER_BYTES``, before the deadline."""
+    declared = response.headers.get("content-length", "")
+    expected = int(declared) if declared.isdigit() else -1
+    if expected > MAX_ANSWER_BYTES:
+        raise UpstreamFailure("The upstream answer is too large.")
+    if response.chunked or "content-encoding" in response.headers:
+        expected = -1  # the length read differs from the one declared: read to the end
+    chunks: list[bytes] = []
+    size = 0
+    # With a Content-Length, stop once it has arrived (no extra read for the end of file).
+    while size != expected:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UpstreamTimeout()
+        sock = getattr(response.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(remaining)  # the deadline covers the whole body, not each read
+        chunk = response.read1(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise UpstreamFailure("The upstream answer is too large.")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,77 @@
+"""POST /auth/logout: RFC 7009 revocation of the refresh token, and the refresh cookie cleared."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from broker import schemas
+from broker.client_auth import METHODS
+from broker.errors import BrokerError, InvalidRequest
+from broker.grants.base import Grant, Reply, checked, header_keys
+from broker.observability import logger, metrics_count
+from broker.upstream import UpstreamRequest, send
+
+if TYPE_CHECKING:
+    from broker.http import Request
+    from broker.pipeline import TokenBroker
+    from broker.profiles import Profile
+    from broker.secrets import BrokerSecret
+
+
+class RevocationGrant(Grant):
+    """Revokes at the profile's ``revocation_url`` (when it has one); a failure never blocks the logout."""
+
+    name = "logout"
+    grant_type = "refresh_token"  # the token_type_hint sent upstream
+    schema = schemas.LOGOUT
+    sensitive_params = ("refresh_token",)
+    endpoint = ""  # a profile without revocation_url only clears the cookie
+    csrf_protected = True
+    uses_refresh_cookie = True
+
+    def secret_keys(self, profile: Profile) -> tuple[str, ...]:
+        if not profile.revocation_url:
+            return tuple(sorted(header_keys(profile)))
+        return super().secret_keys(profile)
+
+    def serve(self, broker: TokenBroker, request: Request, params: dict[str, str]) -> Reply:
+        cookies: tuple[str, ...] = ()
+        token: str | None
+        if broker.config.cookie_mode:
+            cookies = (broker.cleared_cookie(),)
+            try:
+                token = broker.cookie_token(request)
+            except BrokerError:
+                token = None  # nothing valid to revoke; the cookie is cleared all the same
+        else:
+            token = params.get("refresh_token")
+            if token is None:
+                raise InvalidRequest("Missing required parameter: refresh_token.")
+        if token is not None:
+            self.revoke(broker, token)
+        return Reply(200, {}, cookies)
+
+    def revoke(self, broker: TokenBroker, token: str) -> None:
+        """RFC 7009. A failure is logged (never the token) and counted, and the logout goes on."""
+        profile = broker.config.profile
+        if not profile.revocation_url:
+            logger.info("The profile has no revocation_url; the refresh token was not revoked")
+            return
+        try:
+            answer = send(self.revocation_request(token, broker.secrets.get(), profile), broker.config.upstream_timeout)
+        except BrokerError as exc:
+            logger.error("Token revocation failed", extra={"error": exc.error, "status": exc.status})
+            metrics_count("RevocationFailed")
+            return
+        if answer.status != 200:
+            logger.error("Token revocation refused", extra={"upstream_status": answer.status})
+            metrics_count("RevocationFailed")
+
+    def revocation_request(self, token: str, secret: BrokerSecret, profile: Profile) -> UpstreamRequest:
+        """RFC 7009 §2.1: the token and its hint, with the client's own credentials, as a form."""
+        fields = {"token": token, "token_type_hint": self.grant_type}
+        headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+        METHODS[profile.client_auth].apply(fields, headers, secret.values)
+        body = urlencode(fields).encode("ascii")
+        return UpstreamRequest(str(profile.revocation_url), checked(headers), body, (*secret.sensitive_values(), token))
