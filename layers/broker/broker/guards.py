@@ -47,7 +47,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import BrokerError, CallerRejected, SecretUnavailable
+from broker.errors import (
+    BrokerError,
+    CallerRejected,
+    GuardsUnavailable,
+    RefreshInProgress,
+    SecretUnavailable,
+    SharedError,
+    TooManyAttempts,
+)
 from broker.observability import logger
 from broker.secrets import BrokerSecret, botocore_session, decode_broker_keys
 
@@ -65,37 +73,6 @@ _HKDF_SALT = b"token-broker/guards/v1"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 Call = Callable[[], dict[str, Any]]
-
-
-class TooManyAttempts(BrokerError):
-    status = 429
-    error = "temporarily_unavailable"
-    default_description = "Too many failed sign-in attempts; try again later."
-
-
-class GuardsUnavailable(BrokerError):
-    """The guards' table failed and ``BROKER_GUARDS_FAIL_CLOSED`` is set."""
-
-    status = 503
-    error = "temporarily_unavailable"
-    default_description = "The broker's state store is unavailable; try again later."
-
-
-class RefreshInProgress(BrokerError):
-    """A twin waited ``WAIT_SECONDS`` and the claimant has not finished yet."""
-
-    status = 503
-    error = "temporarily_unavailable"
-    default_description = "This refresh token is being refreshed by another request; try again shortly."
-
-
-class SharedError(BrokerError):
-    """The claimant's error, replayed for a twin (a 400 comes back as ``CallerRejected``)."""
-
-    def __init__(self, status: int, error: str, description: str, retry_after: str | None) -> None:
-        self.status = status
-        self.error = error
-        super().__init__(description, retry_after=retry_after)
 
 
 class _TableFault(Exception):
