@@ -16,6 +16,8 @@ from broker import sealing
 from broker.cookies import CookieJar, InvalidCookie, parse_keys
 from broker.guards import GuardKeys
 from broker.secrets import BrokerSecret
+from broker.singleflight import open_outcome, seal_outcome
+from broker.state_table import TableFault
 
 KEY = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
 NEW_KEY = base64.urlsafe_b64encode(b"n" * 32).rstrip(b"=").decode()
@@ -24,6 +26,10 @@ SEALED_AT = 1_800_000_000.0
 
 # CookieJar(parse_keys(KEY), DEPLOYMENT, 3600, clock=lambda: SEALED_AT).seal("rt-pinned"), before sealing.py
 PINNED_COOKIE = "AR_lZ5BWIF3NBmORsPqqjp2i5fbkxNg_679ZLDq_lB0vr4ui-eCtR1eXp20S58OMi0ixoasFOV9yKBpHHG0KQ71QwQzQXHY"
+# guards._seal(keys, "refresh#abc", {"tokens": {...}}) with the keys of KEY, before sealing.py
+PINNED_OUTCOME = base64.b64decode(
+    "AVzAvMqvB9hnqca7l+QYGu5mVMK1DNjRvqrCrFZ7jhF/Mmxb1q5OQWgI4gckmiODYc0+4h03uGUCfAvcWo63pnk0BF94MANRNjWUxrxBOAp9UHB1oSenP+Y+"
+)
 
 
 def test_hkdf_gives_the_rfc_5869_vector() -> None:
@@ -80,6 +86,44 @@ def test_a_new_cookie_has_the_old_layout() -> None:
     raw, old = (base64.urlsafe_b64decode(v + "=" * (-len(v) % 4)) for v in (value, pinned))
     assert raw[:5] == old[:5]  # same version, same key id
     assert raw[5:17] != old[5:17]  # a fresh nonce
+
+
+def test_an_outcome_sealed_by_the_old_code_still_opens() -> None:
+    keys = GuardKeys.from_secret(BrokerSecret(MappingProxyType({"broker_keys": KEY})))
+    assert open_outcome(keys, "refresh#abc", PINNED_OUTCOME) == {
+        "tokens": {"access_token": "at-pinned", "token_type": "Bearer"}
+    }
+    # bound to its item: under another item's key it does not open
+    with pytest.raises(TableFault) as other_item:
+        open_outcome(keys, "refresh#abd", PINNED_OUTCOME)
+    assert other_item.value.code == "outcome_does_not_open"
+
+
+def test_a_new_outcome_has_the_old_layout() -> None:
+    keys = GuardKeys.from_secret(BrokerSecret(MappingProxyType({"broker_keys": KEY})))
+    outcome = {"tokens": {"access_token": "at-pinned", "token_type": "Bearer"}}
+    blob = seal_outcome(keys, "refresh#abc", outcome)
+    assert len(blob) == len(PINNED_OUTCOME)
+    assert blob[:1] == b"\x01"
+    assert open_outcome(keys, "refresh#abc", blob) == outcome
+
+
+@pytest.mark.parametrize(
+    ("blob", "code"),
+    [
+        (b"\x02" + PINNED_OUTCOME[1:], "outcome_version"),
+        (PINNED_OUTCOME[:-1] + bytes([PINNED_OUTCOME[-1] ^ 1]), "outcome_does_not_open"),
+        (PINNED_OUTCOME[:20], "outcome_does_not_open"),
+        (b"\x01", "outcome_does_not_open"),
+        (b"", "outcome_version"),
+    ],
+    ids=["version", "tampered", "truncated", "header-only", "empty"],
+)
+def test_an_outcome_that_does_not_open_is_a_table_fault(blob: bytes, code: str) -> None:
+    keys = GuardKeys.from_secret(BrokerSecret(MappingProxyType({"broker_keys": KEY})))
+    with pytest.raises(TableFault) as fault:
+        open_outcome(keys, "refresh#abc", blob)
+    assert fault.value.code == code
 
 
 def test_seal_and_unseal_with_and_without_a_key_id() -> None:
