@@ -37,7 +37,6 @@ from broker.guards import (
     SharedError,
     TooManyAttempts,
     dynamodb_client,
-    hkdf_sha256,
 )
 from broker.secrets import BrokerSecret
 from tests.support import DEMO_SECRET, ISSUED, ROOT, SINK
@@ -676,15 +675,6 @@ def attempt_with_keys(guards: Guards, upstream: Upstream, keys: GuardKeys | None
 def test_keys_are_derived_once_per_secret(guards: Guards) -> None:
     assert guards.keys_for(SECRET) is guards.keys_for(SECRET)
     assert guards.keys_for(SECRET) == KEYS
-
-
-def test_hkdf_matches_the_reference_implementation() -> None:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    ikm, salt, info = os.urandom(32), b"salt", b"info"
-    reference = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-    assert hkdf_sha256(ikm, salt, info) == reference
 
 
 def test_importing_the_guards_loads_no_sdk_and_no_cipher_of_its_own() -> None:

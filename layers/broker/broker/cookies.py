@@ -1,10 +1,10 @@
 """BFF mode: the refresh token travels only inside an encrypted, HttpOnly cookie.
 
-The cookie value is AES-256-GCM over ``{"rt": <refresh token>, "exp": <epoch>}``, with the
-deployment's id as associated data, so a cookie from another deployment (even one sharing
-the keys) does not open. Keys come from the secret's ``broker_keys`` (base64url, 32 bytes,
-newest first): the newest seals, every listed key opens, so keys rotate without logging
-anyone out. This module imports ``cryptography``: it is loaded only in cookie mode.
+The cookie value is a ``broker.sealing`` blob (AES-256-GCM) over ``{"rt": <refresh token>,
+"exp": <epoch>}``, base64url without padding, with the deployment's id as associated data,
+so a cookie from another deployment (even one sharing the keys) does not open. Keys come
+from the secret's ``broker_keys`` (base64url, 32 bytes, newest first): the newest seals,
+every listed key opens, so keys rotate without logging anyone out. Loaded in cookie mode only.
 """
 
 from __future__ import annotations
@@ -13,21 +13,16 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from broker import sealing
 from broker.errors import CallerRejected, SecretUnavailable
 from broker.secrets import decode_broker_keys
 
 COOKIE_NAME = "__Host-broker-refresh"
-_VERSION = b"\x01"
 _KID_BYTES = 4
-_NONCE_BYTES = 12
 _ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Strict"
 
 
@@ -61,34 +56,27 @@ class CookieJar:
 
     def seal(self, refresh_token: str) -> str:
         key = self.keys[0]
-        nonce = os.urandom(_NONCE_BYTES)
         payload = json.dumps({"rt": refresh_token, "exp": int(self.clock()) + self.max_age}).encode()
-        sealed = AESGCM(key).encrypt(nonce, payload, self._aad())
-        return base64.urlsafe_b64encode(_VERSION + _kid(key) + nonce + sealed).rstrip(b"=").decode("ascii")
+        blob = sealing.seal(key, payload, self._aad(), kid=_kid(key))
+        return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 
     def open(self, value: str) -> str:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        except (binascii.Error, ValueError) as exc:
+            kid = sealing.key_id(raw, _KID_BYTES)
+            # Only the key the cookie names is tried: a cookie opens with one key or none.
+            key = next((candidate for candidate in self.keys if _kid(candidate) == kid), None)
+            if key is None:
+                raise InvalidCookie
+            payload = json.loads(sealing.unseal(key, raw, self._aad(), _KID_BYTES))
+        except (binascii.Error, ValueError, sealing.Unsealable) as exc:
             raise InvalidCookie from exc
-        head = 1 + _KID_BYTES + _NONCE_BYTES
-        if len(raw) <= head + 16 or raw[:1] != _VERSION:
+        if not isinstance(payload, dict) or not isinstance(payload.get("rt"), str):
             raise InvalidCookie
-        kid, nonce, sealed = raw[1 : 1 + _KID_BYTES], raw[1 + _KID_BYTES : head], raw[head:]
-        for key in self.keys:
-            if _kid(key) != kid:
-                continue
-            try:
-                payload = json.loads(AESGCM(key).decrypt(nonce, sealed, self._aad()))
-            except (InvalidTag, ValueError):
-                break
-            if not isinstance(payload, dict) or not isinstance(payload.get("rt"), str):
-                break
-            if not isinstance(payload.get("exp"), int) or payload["exp"] <= self.clock():
-                break
-            token: str = payload["rt"]
-            return token
-        raise InvalidCookie
+        if not isinstance(payload.get("exp"), int) or payload["exp"] <= self.clock():
+            raise InvalidCookie
+        token: str = payload["rt"]
+        return token
 
     def _aad(self) -> bytes:
         return b"broker-refresh-cookie|" + self.deployment.encode()

@@ -142,3 +142,37 @@ class SecretUnavailable(BrokerError):
 
 class ConfigError(Exception):
     """The function's configuration is invalid: raised at cold start, so the init fails loudly."""
+
+
+# -- the DynamoDB guards (broker.guards re-exports these) ----------------------------------
+
+
+class TooManyAttempts(BrokerError):
+    status = 429
+    error = "temporarily_unavailable"
+    default_description = "Too many failed sign-in attempts; try again later."
+
+
+class GuardsUnavailable(BrokerError):
+    """The guards' table failed and ``BROKER_GUARDS_FAIL_CLOSED`` is set."""
+
+    status = 503
+    error = "temporarily_unavailable"
+    default_description = "The broker's state store is unavailable; try again later."
+
+
+class RefreshInProgress(BrokerError):
+    """A twin waited ``WAIT_SECONDS`` and the claimant has not finished yet."""
+
+    status = 503
+    error = "temporarily_unavailable"
+    default_description = "This refresh token is being refreshed by another request; try again shortly."
+
+
+class SharedError(BrokerError):
+    """The claimant's error, replayed for a twin (a 400 comes back as ``CallerRejected``)."""
+
+    def __init__(self, status: int, error: str, description: str, retry_after: str | None) -> None:
+        self.status = status
+        self.error = error
+        super().__init__(description, retry_after=retry_after)
