@@ -94,6 +94,20 @@ class CsrfRejected(InvalidRequest):
     status = 403
 
 
+class UnsupportedGrantType(InvalidRequest):
+    """A ``grant_type`` this route does not serve (RFC 6749 §5.2)."""
+
+    error = "unsupported_grant_type"
+    default_description = "This grant type is not served on this route."
+
+
+class InvalidScope(InvalidRequest):
+    """A requested scope outside the profile's allowlist: refused before any upstream call."""
+
+    error = "invalid_scope"
+    default_description = "The requested scope is not allowed."
+
+
 class CallerRejected(BrokerError):
     """The upstream refused the caller's grant (wrong password, spent refresh token...)."""
 

@@ -57,6 +57,11 @@ class Profile(NamedTuple):
     # upstream response name -> RFC 6749 name
     response_fields: Mapping[str, str] = _frozen(_CAMEL_RESPONSE)
     exchange_scheme: str = "Token"
+    # The scopes the SPA may request (the confidential client's privilege, not the browser's);
+    # empty: a requested scope is dropped and the upstream's default applies.
+    scopes: tuple[str, ...] = ()
+    # Sent when the SPA requests none (space-separated).
+    default_scope: str | None = None
 
     def placeholders(self) -> frozenset[str]:
         return frozenset(name for value in self.headers.values() for name in _PLACEHOLDER.findall(value))
@@ -189,6 +194,22 @@ def _response_fields(value: Any) -> Mapping[str, str]:
     return _frozen({**_CAMEL_RESPONSE, **renames})
 
 
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and _SCOPE_TOKEN.match(item) for item in value):
+        raise ConfigError("profile scopes must be a list of RFC 6749 scope tokens")
+    return tuple(dict.fromkeys(value))
+
+
+def _default_scope(value: Any) -> str:
+    if not isinstance(value, str) or not value.split() or not all(_SCOPE_TOKEN.match(item) for item in value.split()):
+        raise ConfigError("profile default_scope must be a space-separated string of scope tokens")
+    return " ".join(value.split())
+
+
 _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "token_url": _url("token_url"),
     "exchange_url": _url("exchange_url"),
@@ -199,4 +220,6 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "fields": _fields,
     "headers": _headers,
     "response_fields": _response_fields,
+    "scopes": _scopes,
+    "default_scope": _default_scope,
 }
