@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from email.utils import parsedate_to_datetime
+import math
+from datetime import UTC
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from broker.errors import (
@@ -29,12 +31,14 @@ def interpret(answer: UpstreamAnswer, profile: Profile, sensitive: tuple[str, ..
         raise UpstreamUnavailable(retry_after=_retry_after(answer.headers.get("retry-after")))
     if status >= 500:
         raise UpstreamFailure()
+    # The RFC 6749 error code first, the status second: Keycloak answers a wrong password with
+    # 401 invalid_grant, Auth0 with 403; only invalid_client (or a bare 401) is about our credentials.
     error, description = _error_fields(answer.data)
-    if status == 401 or error == "invalid_client":
-        raise ClientRejected()
-    if status == 400 and error in CALLER_ERRORS:
+    if error in CALLER_ERRORS:
         text = sanitise_description(description, sensitive) or _DEFAULT_DESCRIPTIONS[error]
         raise CallerRejected(error, text)
+    if error == "invalid_client" or (status == 401 and not error):
+        raise ClientRejected()
     raise UpstreamFailure(f"The upstream authorization server answered HTTP {status}.")
 
 
@@ -76,15 +80,26 @@ def _token_body(data: bytes, profile: Profile) -> dict[str, Any]:
         "token_type": token_type if isinstance(token_type, str) and token_type else "Bearer",
     }
     expires_in = renamed.get("expires_in")
-    if (isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool)) or (
-        isinstance(expires_in, str) and expires_in.isdigit()
-    ):
-        result["expires_in"] = int(expires_in)
+    if expires_in is not None:
+        result["expires_in"] = _seconds(expires_in)
     for key in ("refresh_token", "scope", "id_token"):
         value = renamed.get(key)
-        if isinstance(value, str) and value:
+        if value is not None and not isinstance(value, str):
+            raise UpstreamFailure(f"The upstream answer's {key} is not a string.")
+        if value:
             result[key] = value
     return result
+
+
+def _seconds(value: object) -> int:
+    """``expires_in`` as RFC 6749 §5.1 means it: a non-negative integer (3600, 3600.0 or "3600")."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
+        return int(value)
+    raise UpstreamFailure("The upstream answer's expires_in is not a non-negative integer.")
 
 
 def _retry_after(value: str | None) -> str | None:
@@ -92,10 +107,13 @@ def _retry_after(value: str | None) -> str | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit() and len(value) <= 6:
+    if value.isascii() and value.isdigit() and len(value) <= 6:
         return value
+    if not value.isascii():
+        return None
     try:
-        parsedate_to_datetime(value)
+        when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return value if value.isascii() and "\r" not in value and "\n" not in value else None
+    # Rewritten, never passed as given: only the date itself reaches the browser.
+    return format_datetime(when.astimezone(UTC), usegmt=True) if when.tzinfo else None

@@ -90,10 +90,13 @@ def clear_cookie() -> str:
 
 
 def read_cookie(headers: Mapping[str, str], all_cookie_headers: list[str]) -> str | None:
-    """The refresh cookie's value from the request's Cookie header(s), if present."""
+    """The refresh cookie's value from the request's Cookie header(s), if present.
+
+    Names match byte for byte, as RFC 6265 §5.2 parses them (only SP and HTAB are trimmed):
+    a cookie tossed from a sibling subdomain as "\u2000__Host-…" or "\xa0__Host-…" is not ours."""
     for header in all_cookie_headers or [headers.get("cookie", "")]:
         for part in header.split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE_NAME and value:
-                return value
+            name, _, value = part.partition("=")
+            if name.strip(" \t") == COOKIE_NAME and value.strip(" \t"):
+                return value.strip(" \t")
     return None

@@ -7,7 +7,11 @@ the broker (or sanitised from the upstream) and never contain a secret, password
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import re
+from urllib.parse import quote, quote_plus
 
 # RFC 6749 §5.2: error_description is limited to %x20-21 / %x23-5B / %x5D-7E.
 _NOT_RFC6749_CHARS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]+")
@@ -22,16 +26,30 @@ CALLER_ERRORS = frozenset(
 
 
 def sanitise_description(text: str, redact: tuple[str, ...] = ()) -> str:
-    """Reduce an upstream description to the RFC 6749 charset, without any value in ``redact``."""
+    """Reduce an upstream description to the RFC 6749 charset, without any value in ``redact``
+    in any encoding an upstream may echo it in (it may quote the form body it received)."""
     for value in redact:
-        if value:
-            text = text.replace(value, "[redacted]")
+        for form in sorted(encodings(value), key=len, reverse=True):
+            text = re.sub(re.escape(form), "[redacted]", text, flags=re.IGNORECASE)
     text = _TOKEN_LIKE.sub("[redacted]", text)
     text = _NOT_RFC6749_CHARS.sub(" ", text).strip()
     text = " ".join(text.split())
     if len(text) > MAX_DESCRIPTION:
         text = text[: MAX_DESCRIPTION - 3].rstrip() + "..."
     return text
+
+
+def encodings(value: str) -> set[str]:
+    """``value`` as it may appear in an echoed request: verbatim, percent- or form-encoded,
+    JSON-escaped, HTML-escaped, base64 (standard or URL-safe, padded or not)."""
+    if not value:
+        return set()
+    forms = {value, quote(value, safe=""), quote(value), quote_plus(value), html.escape(value)}
+    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    raw = value.encode("utf-8", "surrogatepass")
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        forms |= {encoded.decode("ascii"), encoded.decode("ascii").rstrip("=")}
+    return {form for form in forms if form}
 
 
 class SchemaViolation(ValueError):

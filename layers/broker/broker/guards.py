@@ -93,6 +93,12 @@ class Guards:
         """``call()`` (the upstream password grant) unless a counter is full; counts the outcome."""
         return self._lockout.login(username, source_ip, keys, call)
 
-    def single_flight(self, refresh_token: str, keys: GuardKeys | None, call: Call) -> dict[str, Any]:
-        """``call()`` once across instances for this refresh token; twins get the same outcome."""
-        return self._single_flight.run(refresh_token, keys, call)
+    def single_flight(
+        self, refresh_token: str, keys: GuardKeys | None, call: Call, *, scope: str = ""
+    ) -> dict[str, Any]:
+        """``call()`` once across instances for this refresh token; twins with the same scope share its outcome."""
+        return self._single_flight.run(refresh_token, scope, keys, call)
+
+    def end_refresh(self, refresh_token: str, keys: GuardKeys | None) -> None:
+        """Logout: the shared outcomes of ``refresh_token`` (and of the token that produced it) end now."""
+        self._single_flight.end(refresh_token, keys)

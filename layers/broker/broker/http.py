@@ -142,6 +142,8 @@ def parse_params(request: Request) -> dict[str, str]:
         if name in seen:
             raise InvalidRequest(f"Parameter {_safe_name(name)} is sent more than once.")
         seen.add(name)
+        if "\x00" in value:
+            raise InvalidRequest(f"Parameter {_safe_name(name)} holds a NUL character.")
         if value != "":
             params[name] = value
     return params
@@ -158,7 +160,8 @@ def _json_pairs(text: str) -> list[tuple[str, str]]:
         raise InvalidRequest("The JSON body must be an object.")
     pairs: list[tuple[str, str]] = []
     for name, value in document.pairs:
-        if value is None:
+        if value is None:  # null counts as missing, but still as sent (a duplicate is an error)
+            pairs.append((name, ""))
             continue
         if not isinstance(value, str):
             raise InvalidRequest(f"Parameter {_safe_name(name)} must be a string.")

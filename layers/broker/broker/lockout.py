@@ -6,10 +6,18 @@ attempt id to a string set (``size(attempts) < limit``). The reservation is what
 limit hold under concurrency: fifty parallel guesses cannot all pass a read-then-write check
 before the first failure is written. A set, not a number, so that every write is idempotent:
 botocore retrying a write whose answer was lost cannot count one attempt twice. An upstream
-``invalid_grant`` keeps the reservation (it is the failure count); a success deletes the
-username's counter and gives the IP's place back; any other outcome (upstream down, bad
-scope...) gives both places back. A full counter answers 429 with a ``Retry-After`` of the
-seconds left in the window, and the upstream is never called.
+``invalid_grant`` keeps the reservation (it is the failure count); a success removes the
+failures made with that exact spelling of the username (and gives the IP's place back); any
+other outcome (upstream down, bad scope...) gives both places back. A full counter answers
+429 with a ``Retry-After`` of the seconds left in the window, and the upstream is never called.
+
+Whose failures count together: the username counter is keyed by the name folded as a lenient
+user store might match it (case, width, accents and other marks, default-ignorable characters,
+whitespace), so spellings of one account share one budget. Each attempt id starts with a keyed
+tag of the exact spelling, so a success clears only failures made with that spelling: logging
+in to "Demo" never clears the guesses made at "demo".
+
+A throttled table is an attack signal on a login counter, not an outage: that login is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from broker.observability import logger
 from broker.state_table import Call, Clock, Conflict, GuardKeys, StateTable, TableFault, item_digest
 
 WINDOW_SECONDS = 900  # the brute-force window (fixed windows: the key holds the window number)
+THROTTLED = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+THROTTLED_RETRY_SECONDS = "5"
+# Hangul fillers: letters by category, but invisible and default-ignorable.
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
 @dataclass(frozen=True)
@@ -76,15 +88,19 @@ class Lockout:
         now = self._clock()
         window = int(now // WINDOW_SECONDS)
         window_end = (window + 1) * WINDOW_SECONDS
-        user_key = f"login#user#{window}#{item_digest(keys, b'user', normal_username(username))}"
+        user_key = f"login#user#{window}#{item_digest(keys, b'user', folded_username(username))}"
         ip = normal_ip(source_ip)
         ip_key = f"login#ip#{window}#{item_digest(keys, b'ip', ip)}" if ip else None
-        attempt = LoginAttempt(user_key, ip_key, base64.urlsafe_b64encode(os.urandom(9)).decode("ascii"))
+        attempt = LoginAttempt(user_key, ip_key, f"{spelling_tag(keys, username)}.{_random_id()}")
         try:
             if not self._reserve(user_key, attempt.id, self.max_failures, window_end):
                 raise self._too_many("username", window_end, now)
             ip_full = ip_key is not None and not self._reserve(ip_key, attempt.id, self.max_failures_per_ip, window_end)
         except TableFault as exc:
+            if exc.code in THROTTLED:
+                self._table.note_fault("check_login", exc)
+                logger.warning("Login refused: the lockout counter is throttled")
+                raise TooManyAttempts(retry_after=THROTTLED_RETRY_SECONDS) from exc
             self._table.degrade("check_login", exc)
             return None
         if ip_full:
@@ -97,11 +113,11 @@ class Lockout:
         del attempt  # nothing to write: the reservation made in check_login is the failure count
 
     def login_succeeded(self, attempt: LoginAttempt | None) -> None:
-        """Clear the username's counter; give the IP's place back (the IP counts failures only)."""
+        """Clear the failures made with this exact spelling; give the IP's place back (the IP counts failures only)."""
         if attempt is None:
             return
         try:
-            self._table.call("DeleteItem", Key={"pk": {"S": attempt.user_key}})
+            self._clear_spelling(attempt)
             if attempt.ip_key is not None:
                 self._release(attempt.ip_key, attempt.id)
         except TableFault as exc:
@@ -138,6 +154,18 @@ class Lockout:
             return False
         return True
 
+    def _clear_spelling(self, attempt: LoginAttempt) -> None:
+        """Remove this attempt and every earlier one made with the same exact spelling."""
+        item = self._table.call("GetItem", Key={"pk": {"S": attempt.user_key}}, ConsistentRead=True).get("Item") or {}
+        tag = attempt.id.partition(".")[0] + "."
+        ours = {member for member in item.get("attempts", {}).get("SS", []) if member.startswith(tag)}
+        for attempt_id in ours | {attempt.id}:
+            self._release(attempt.user_key, attempt_id)
+        with contextlib.suppress(Conflict):  # an empty counter goes; one with others' failures stays
+            self._table.call(
+                "DeleteItem", Key={"pk": {"S": attempt.user_key}}, ConditionExpression="attribute_not_exists(attempts)"
+            )
+
     def _release(self, key: str, attempt_id: str) -> None:
         # The condition keeps UpdateItem from creating an item (without a TTL) a success deleted.
         with contextlib.suppress(Conflict):
@@ -154,9 +182,27 @@ class Lockout:
         return TooManyAttempts(retry_after=str(max(1, math.ceil(window_end - now))))
 
 
-def normal_username(username: str) -> str:
-    # "Alice", "alice" and "ａｌｉｃｅ" share one counter: case and width variants buy no extra guesses.
-    return unicodedata.normalize("NFKC", username).casefold().strip()
+def folded_username(username: str) -> str:
+    """The username as the most lenient user store might match it: "Zoë", "zoe", "ＺＯＥ",
+    "z\u00adoe" and " zoe " share one counter, so none buys extra guesses."""
+    decomposed = unicodedata.normalize("NFKD", username)
+    kept = "".join(char for char in decomposed if not _ignorable(char))
+    return unicodedata.normalize("NFKC", kept.casefold())
+
+
+def _ignorable(char: str) -> bool:
+    # marks (accents), format and control characters (soft hyphen, zero-width), whitespace
+    category = unicodedata.category(char)
+    return category[0] == "M" or category in ("Cf", "Cc") or char.isspace() or char in _FILLERS
+
+
+def spelling_tag(keys: GuardKeys, username: str) -> str:
+    """A keyed tag of the exact spelling (never the name itself: the table holds no username)."""
+    return item_digest(keys, b"spelling", username)[:16]
+
+
+def _random_id() -> str:
+    return base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
 
 
 def normal_ip(source_ip: str) -> str:

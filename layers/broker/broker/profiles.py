@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
-from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from broker.client_auth import METHODS
 from broker.errors import ConfigError
@@ -95,9 +97,20 @@ PRESETS: Mapping[str, Profile] = _frozen(
 
 
 def check_url(url: str, what: str) -> str:
-    """Endpoint URLs must be https, except loopback hosts (local runs and tests)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    """Endpoint URLs must be https, except loopback hosts (local runs and tests).
+
+    Checked with urllib3's own parser, the one that connects: a parser that reads the URL
+    differently (``http://HOST\\@localhost/``) cannot make it pass. Userinfo and backslashes,
+    which parsers disagree on, are refused outright."""
+    if "\\" in url or any(not char.isprintable() or char.isspace() for char in url):
+        raise ConfigError(f"{what} must not hold a backslash, whitespace or a control character")
+    try:
+        parts = parse_url(url)
+    except LocationParseError as exc:
+        raise ConfigError(f"{what} is not a valid URL") from exc
+    if parts.auth is not None:
+        raise ConfigError(f"{what} must not hold user information (user@)")
+    host = (parts.host or "").strip("[]")
     if parts.scheme == "https" and host:
         return url
     if parts.scheme == "http" and _is_loopback(host):

@@ -4,6 +4,11 @@ The first request for a refresh token claims it with a conditional ``PutItem``; 
 (other tabs, other instances) poll that item and receive the claimant's outcome, tokens or
 error, AES-256-GCM sealed (``broker.sealing``) in the item for ``grace`` seconds, bound to
 the item's key. A claimant that dies leaves a claim that lapses after ``lease`` seconds.
+
+An outcome is shared only with twins that ask for the same scope; a twin asking for another
+gets ``invalid_grant``, as a rotating upstream would answer a spent token. Logout ends the
+sharing: it marks the token it revokes as ended, and a twin whose presented token or whose
+shared new refresh token is marked gets ``invalid_grant`` instead of the tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from typing import Any
 
 from broker import sealing
-from broker.errors import BrokerError, CallerRejected, RefreshInProgress, SharedError
+from broker.errors import BrokerError, CallerRejected, GuardsUnavailable, RefreshInProgress, SharedError
 from broker.observability import logger
 from broker.state_table import Call, Clock, Conflict, GuardKeys, StateTable, TableFault, item_digest
 
@@ -35,7 +40,7 @@ class SingleFlight:
         self._table = table
         self._clock = clock
 
-    def run(self, refresh_token: str, keys: GuardKeys | None, call: Call) -> dict[str, Any]:
+    def run(self, refresh_token: str, scope: str, keys: GuardKeys | None, call: Call) -> dict[str, Any]:
         """``call()`` once across instances for this refresh token; twins get the same outcome.
 
         The claimant's ``BrokerError`` is re-raised for every twin within the grace period
@@ -51,8 +56,46 @@ class SingleFlight:
             self._table.degrade("single_flight", exc)
             return call()
         if current is None:
-            return self._run_claimed(key, owner, keys, call)
-        return self._await(key, keys, current, call)
+            return self._run_claimed(key, owner, keys, scope, call)
+        outcome = self._await(key, keys, current)
+        if outcome is None:
+            return call()
+        return self._replay(keys, refresh_token, scope, outcome)
+
+    def end(self, refresh_token: str, keys: GuardKeys | None) -> None:
+        """Logout: no twin may receive tokens through ``refresh_token`` from now on."""
+        if keys is None:
+            return
+        try:
+            self._table.call(
+                "PutItem",
+                Item={
+                    "pk": {"S": _ended_key(keys, refresh_token)},
+                    "expires_at": {"N": str(math.ceil(self._clock() + self.grace + self.lease))},
+                },
+            )
+        except TableFault as exc:
+            self._table.note_fault("single_flight_end", exc)
+
+    def _replay(self, keys: GuardKeys, presented: str, scope: str, outcome: dict[str, Any]) -> dict[str, Any]:
+        if outcome.get("scope", "") != scope:
+            raise CallerRejected("invalid_grant", "This refresh token was just used with another scope.")
+        tokens = replay(outcome)
+        issued = tokens.get("refresh_token")
+        if self._ended(keys, presented) or (isinstance(issued, str) and self._ended(keys, issued)):
+            raise CallerRejected("invalid_grant", "This session has been logged out.")
+        return tokens
+
+    def _ended(self, keys: GuardKeys, refresh_token: str) -> bool:
+        key = {"pk": {"S": _ended_key(keys, refresh_token)}}
+        try:
+            item = self._table.call("GetItem", Key=key, ConsistentRead=True)
+        except TableFault as exc:
+            self._table.note_fault("single_flight_ended", exc)
+            # cannot tell: never hand out tokens that may have been logged out
+            raise GuardsUnavailable() from exc
+        expires = float(item.get("Item", {}).get("expires_at", {}).get("N", "0"))
+        return expires > self._clock()
 
     def _claim(self, key: str, owner: str) -> dict[str, Any] | None:
         """None: this request holds the claim now. Otherwise the live item someone else holds."""
@@ -79,8 +122,8 @@ class SingleFlight:
             return dict(item)
         return None
 
-    def _await(self, key: str, keys: GuardKeys, current: dict[str, Any], call: Call) -> dict[str, Any]:
-        """A twin: poll until the claimant's outcome is there.
+    def _await(self, key: str, keys: GuardKeys, current: dict[str, Any]) -> dict[str, Any] | None:
+        """A twin: poll until the claimant's outcome is there (None: the table failed, go on unguarded).
 
         A twin never takes over a lapsed claim after waiting: the upstream call would then
         start too late for the function's timeout. It answers 503 and the client's retry claims.
@@ -91,10 +134,10 @@ class SingleFlight:
             sealed = current.get("outcome", {}).get("B")
             if sealed is not None:
                 try:
-                    return replay(open_outcome(keys, key, sealed))
+                    return open_outcome(keys, key, sealed)
                 except TableFault as exc:  # sealed under a key rotated since, or tampered with
                     self._table.degrade("single_flight_open", exc)
-                    return call()
+                    return None
             left = deadline - time.monotonic()
             if left <= 0:
                 expires = float(current.get("expires_at", {}).get("N", "0"))
@@ -105,25 +148,25 @@ class SingleFlight:
                 item = self._table.call("GetItem", Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
             except TableFault as exc:
                 self._table.degrade("single_flight_poll", exc)
-                return call()
+                return None
             if not isinstance(item, dict) or float(item.get("expires_at", {}).get("N", "0")) <= self._clock():
                 logger.warning("Refresh claim lapsed without an outcome")
                 raise RefreshInProgress(retry_after="1")
             current = item
 
-    def _run_claimed(self, key: str, owner: str, keys: GuardKeys, call: Call) -> dict[str, Any]:
+    def _run_claimed(self, key: str, owner: str, keys: GuardKeys, scope: str, call: Call) -> dict[str, Any]:
         try:
             tokens = call()
         except BrokerError as exc:
-            outcome = {"error": [exc.status, exc.error, exc.description, exc.retry_after]}
+            outcome = {"error": [exc.status, exc.error, exc.description, exc.retry_after], "scope": scope}
             self._publish(key, owner, keys, outcome, self._share_error_for(exc.status))
             raise
         except Exception:
             generic = BrokerError()
-            outcome = {"error": [generic.status, generic.error, generic.description, None]}
+            outcome = {"error": [generic.status, generic.error, generic.description, None], "scope": scope}
             self._publish(key, owner, keys, outcome, self._share_error_for(generic.status))
             raise
-        self._publish(key, owner, keys, {"tokens": tokens}, self.grace)
+        self._publish(key, owner, keys, {"tokens": tokens, "scope": scope}, self.grace)
         return tokens
 
     def _share_error_for(self, status: int) -> float:
@@ -150,6 +193,10 @@ class SingleFlight:
             logger.warning("Refresh claim lapsed before the outcome was stored")
         except TableFault as exc:
             self._table.note_fault("single_flight_publish", exc)
+
+
+def _ended_key(keys: GuardKeys, refresh_token: str) -> str:
+    return f"ended#{item_digest(keys, b'refresh', refresh_token)}"
 
 
 def seal_outcome(keys: GuardKeys, key: str, outcome: dict[str, Any]) -> bytes:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from broker.client_auth import METHODS
 from broker.errors import ConfigError, InvalidRequest, SchemaViolation, SecretUnavailable
+from broker.scopes import scoped
 from broker.upstream import UpstreamRequest
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 Tokens = dict[str, Any]
 Call = Callable[[], Tokens]
-
-_HEADER_BREAK = re.compile(r"[\r\n\x00]")
 
 
 class Reply:
@@ -58,6 +56,8 @@ class Grant:
     csrf_protected: ClassVar[bool] = False
     # Cookie mode: the route seals or opens the refresh cookie, so the secret needs broker_keys.
     uses_refresh_cookie: ClassVar[bool] = False
+    # The profile's default_scope is sent when the SPA asks for none (broker.scopes).
+    uses_default_scope: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._validate: Callable[[Any], Any] | None = None
@@ -110,6 +110,8 @@ class Grant:
     def serve(self, broker: TokenBroker, request: Request, params: dict[str, str]) -> Reply:
         """Obtain tokens upstream (behind the guards, if any) and deliver them."""
         params = self.prepare(broker, request, params)
+        if "scope" in self.forwarded:
+            params = scoped(params, broker.config.profile, use_default=self.uses_default_scope)
         call = functools.partial(broker.call, self, params)
         guards = broker.guards
         tokens = call() if guards is None else self.guarded(guards, broker.guard_keys(guards), request, params, call)
@@ -142,7 +144,9 @@ class Grant:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             body = urlencode(fields).encode("ascii")
         sensitive = secret.sensitive_values() + tuple(params[k] for k in self.sensitive_params if k in params)
-        return UpstreamRequest(str(getattr(profile, self.endpoint)), checked(headers), body, sensitive)
+        return UpstreamRequest(
+            str(getattr(profile, self.endpoint)), checked(headers), body, sensitive + credentials(headers)
+        )
 
 
 def header_keys(profile: Profile) -> frozenset[str]:
@@ -158,11 +162,26 @@ def profile_headers(profile: Profile, secret: BrokerSecret, grant_type: str) -> 
 
 
 def checked(headers: dict[str, str]) -> dict[str, str]:
-    """Header values come from the secret: refuse one that would split the request."""
+    """Header values come from the secret: refuse one that would split the request or that
+    HTTP/1.1 cannot carry (urllib3 sends header values as Latin-1)."""
     for value in headers.values():
-        if _HEADER_BREAK.search(value):
+        if not value.isprintable() or not _latin1(value):
             raise SecretUnavailable("The broker's secret holds a value unfit for an HTTP header.")
     return headers
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def credentials(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The Authorization header's credentials (a Basic pair is base64 of both parts together)."""
+    value = headers.get("Authorization", "")
+    return (value, value.partition(" ")[2]) if value else ()
 
 
 def guards_for(config: Config, *, preload_cipher: bool = False) -> Guards | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from broker import schemas
+from broker.errors import InvalidRequest
 from broker.grants.base import Call, Grant, Tokens, guards_for
 
 if TYPE_CHECKING:
@@ -23,6 +25,14 @@ class PasswordGrant(Grant):
     forwarded = ("username", "password", "scope")
     sensitive_params = ("password",)
     uses_refresh_cookie = True
+    uses_default_scope = True
+
+    def check(self, params: dict[str, str]) -> dict[str, str]:
+        params = super().check(params)
+        # No user store has a use for a control character in a name; a folding one may drop it.
+        if any(unicodedata.category(char) == "Cc" for char in params["username"]):
+            raise InvalidRequest("Parameter 'username' holds a control character.")
+        return params
 
     def make_guards(self, config: Config) -> Guards | None:
         return guards_for(config)

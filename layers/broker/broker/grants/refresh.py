@@ -41,4 +41,4 @@ class RefreshGrant(Grant):
     def guarded(
         self, guards: Guards, keys: GuardKeys | None, request: Request, params: Mapping[str, str], call: Call
     ) -> Tokens:
-        return guards.single_flight(params["refresh_token"], keys, call)
+        return guards.single_flight(params["refresh_token"], keys, call, scope=params.get("scope", ""))

@@ -8,11 +8,13 @@ from urllib.parse import urlencode
 from broker import schemas
 from broker.client_auth import METHODS
 from broker.errors import BrokerError, InvalidRequest
-from broker.grants.base import Grant, Reply, checked, header_keys
+from broker.grants.base import Grant, Reply, checked, credentials, guards_for, header_keys
 from broker.observability import logger, metrics_count
 from broker.upstream import UpstreamRequest, send
 
 if TYPE_CHECKING:
+    from broker.config import Config
+    from broker.guards import Guards
     from broker.http import Request
     from broker.pipeline import TokenBroker
     from broker.profiles import Profile
@@ -29,6 +31,9 @@ class RevocationGrant(Grant):
     endpoint = ""  # a profile without revocation_url only clears the cookie
     csrf_protected = True
     uses_refresh_cookie = True
+
+    def make_guards(self, config: Config) -> Guards | None:
+        return guards_for(config)
 
     def secret_keys(self, profile: Profile) -> tuple[str, ...]:
         if not profile.revocation_url:
@@ -49,6 +54,8 @@ class RevocationGrant(Grant):
             if token is None:
                 raise InvalidRequest("Missing required parameter: refresh_token.")
         if token is not None:
+            if broker.guards is not None:  # no twin may receive this session's tokens from now on
+                broker.guards.end_refresh(token, broker.guard_keys(broker.guards))
             self.revoke(broker, token)
         return Reply(200, {}, cookies)
 
@@ -74,4 +81,9 @@ class RevocationGrant(Grant):
         headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
         METHODS[profile.client_auth].apply(fields, headers, secret.values)
         body = urlencode(fields).encode("ascii")
-        return UpstreamRequest(str(profile.revocation_url), checked(headers), body, (*secret.sensitive_values(), token))
+        return UpstreamRequest(
+            str(profile.revocation_url),
+            checked(headers),
+            body,
+            (*secret.sensitive_values(), token, *credentials(headers)),
+        )
