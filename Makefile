@@ -23,6 +23,8 @@ PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 help:
 	@echo "make run      serve the broker on http://127.0.0.1:3000 (local upstream + Secrets Manager)"
 	@echo "              PROFILE=bakrypt-testnet SECRET=secret.json  to use a real upstream"
+	@echo "              ORIGINS=http://localhost:5173,http://localhost:8080  the SPA origins allowed"
+	@echo "              DELIVERY=cookie  BFF mode (the demo SPA at / follows the mode)"
 	@echo "make test     every test (unit + integration through the Lambda emulator)"
 	@echo "make lint     ruff, mypy --strict, cfn-lint, sam validate --lint"
 	@echo "make build    sam build"
@@ -77,7 +79,7 @@ format: venv
 build: venv
 	$(VENV)/bin/sam build --cached
 
-RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(PORT),--port $(PORT))
+RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(PORT),--port $(PORT)) $(if $(ORIGINS),--origins '$(ORIGINS)')
 run: build
 	$(PY) -m local.runner --no-build $(RUN_ARGS)
 
