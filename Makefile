@@ -39,8 +39,10 @@ $(STAMP): requirements-dev.txt layers/broker/requirements.txt
 		echo "Python 3.13 (the Lambda runtime this targets) was not found on PATH or under pyenv."; \
 		echo "Install it, e.g. 'pyenv install 3.13' or your OS package 'python3.13' (with venv), then re-run."; \
 		exit 1; fi
-	@[ -x $(PY) ] || { echo "Creating $(VENV) with $(PYTHON313)"; $(PYTHON313) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@[ -x $(PY) ] || { echo "Creating $(VENV) with $(PYTHON313)" >&2; $(PYTHON313) -m venv $(VENV); }
+	@# on stderr, as everything here but a target's own result (`make invoke | jq .` on a first run)
+	@echo "$(PY) -m pip install -r requirements-dev.txt" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # The BFF browser test drives Debian's Chromium (a test tool's own browser download cannot work here).
@@ -85,8 +87,10 @@ run: build
 
 FUNCTION ?= PasswordFunction
 EVENT ?= events/password-json.json
-invoke: build
-	$(PY) -m local.invoke --no-build $(FUNCTION) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
+# stdout is the Lambda response alone (`make invoke ... | jq .`): no echoed recipe, and
+# local.invoke runs `sam build --cached` itself with its output on stderr, as every log line.
+invoke: venv
+	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 bench: build
 	$(PY) bench/run.py

@@ -638,3 +638,27 @@ def test_invoke_prints_the_response_and_the_report(echo_template: Path, tmp_path
     assert len(report) == 1
     for field in ("Init Duration:", "Duration:", "Billed Duration:", "Memory Size: 128 MB", "Max Memory Used:"):
         assert field in report[0]
+
+
+@pytest.mark.integration
+def test_make_invoke_prints_the_response_alone_on_stdout(built_template: Path) -> None:
+    # Given a shell's environment (not a sub-make's: that one prints "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # When `make invoke` runs the password function against the local upstream
+    result = subprocess.run(
+        ["make", "invoke", "FUNCTION=PasswordFunction", "EVENT=events/password-json.json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    # Then stdout is the Lambda response, and nothing else (`make invoke | jq .` works)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert response["statusCode"] == 200
+    assert "access_token" in json.loads(response["body"])
+    # And the build output, the logs and the REPORT line went to stderr
+    assert "Build Succeeded" in result.stderr
+    assert "REPORT RequestId:" in result.stderr
