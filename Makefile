@@ -29,7 +29,7 @@ help:
 	@echo "make lint     ruff, mypy --strict, cfn-lint, sam validate --lint"
 	@echo "make build    sam build"
 	@echo "make invoke   FUNCTION=PasswordFunction EVENT=events/password-json.json"
-	@echo "make bench    the performance benchmark (writes bench/results.md)"
+	@echo "make bench    the performance benchmark (writes bench/results.local.md; RECORD=1: bench/results.md)"
 	@echo "make validators  recompile the routes' JSON Schemas after editing broker/schemas.py"
 
 venv: $(STAMP)
@@ -92,9 +92,11 @@ EVENT ?= events/password-json.json
 invoke: venv
 	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
+# Results go to untracked bench/*.local.md; RECORD=1 writes the tracked bench/results*.md.
+BENCH_ARGS := $(if $(filter 1 yes true,$(RECORD)),--record)
 bench: build
-	$(PY) bench/run.py
-	$(PY) bench/guards.py
+	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/guards.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,7 +2,8 @@
 
 The machine is shared and noisy, so every figure is a ratio to a baseline measured in the
 same run, interleaved with it. Every figure is printed with the command that produced it and
-written to bench/results.md with the date and versions.
+written with the date and versions to bench/results.local.md (untracked), or, with --record,
+to bench/results.md (`make bench RECORD=1`).
 
 Where the code runs, as Lambda runs it:
 - a Lambda-like ``site-packages`` (.local/bench/runtime): only what the python3.13 runtime
@@ -16,7 +17,7 @@ Where the code runs, as Lambda runs it:
   Lambda's read-only /opt and /var/task cannot cache bytecode. For comparison, the same layer
   without its .pyc files (.local/bench/stage-src): what `BuildMethod: python3.13` ships.
 
-Usage: .venv/bin/python bench/run.py [--quick]
+Usage: .venv/bin/python bench/run.py [--quick] [--record]
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ BACKENDS = ("sdk", "extension")
 # The python3.13 runtime's own packages, the runtime interface client, the naive yardstick's.
 RUNTIME_ROOTS = ("boto3", "awslambdaric", "requests")
 TARGETS = {"warm": 1.4, "naive": 5.0, "import_sdk": 1.15, "import_extension": 1.3, "rss_mib": 80.0}
+RESULTS = BENCH / "results.local.md"  # untracked: a run on this machine, for this machine
+RECORDED = BENCH / "results.md"  # the tracked record, written only when asked (--record)
 
 MINIMAL_HANDLER = '''"""Cold-start floor: one urllib3 POST to the upstream, nothing else."""
 import os
@@ -439,7 +442,8 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:  # noqa: PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run (not for results)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run (writes no results)")
+    parser.add_argument("--record", action="store_true", help=f"write {RECORDED.relative_to(ROOT)}, the tracked record")
     options = parser.parse_args()
     import_rounds, rie_rounds, warm_rounds = (5, 2, 500) if options.quick else (21, 5, 3000)
 
@@ -648,7 +652,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     header = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` (`.venv/bin/python bench/run.py`) on "
+        f"Written by `make bench{' RECORD=1' if options.record else ''}` "
+        f"(`.venv/bin/python bench/run.py{' --record' if options.record else ''}`) on "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s; "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f} at the end. "
         "The machine is shared: compare the ratios, not the absolute times.",
@@ -659,7 +664,9 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         "",
     ]
     if not options.quick:
-        (BENCH / "results.md").write_text("\n".join(header + lines) + "\n")
+        written = RECORDED if options.record else RESULTS
+        written.write_text("\n".join(header + lines) + "\n")
+        print(f"Results written to {written.relative_to(ROOT)}", flush=True)
     failed = [label for label, ok, _ in targets if not ok]
     print(f"\n{len(targets) - len(failed)}/{len(targets)} targets PASS in {elapsed:.0f} s", flush=True)
     sys.exit(1 if failed else 0)
