@@ -59,7 +59,8 @@ FUNCTIONS = {"password": "password-json", "refresh": "refresh-json", "exchange":
 BACKENDS = ("sdk", "extension")
 # The python3.13 runtime's own packages, the runtime interface client, the naive yardstick's.
 RUNTIME_ROOTS = ("boto3", "awslambdaric", "requests")
-TARGETS = {"warm": 1.4, "naive": 5.0, "import_sdk": 1.15, "import_extension": 1.3, "rss_mib": 80.0}
+# warm: broker p50 over a raw urllib3 POST, both to the upstream that works ~2 ms per token request.
+TARGETS = {"warm": 1.1, "naive": 5.0, "import_sdk": 1.15, "import_extension": 1.3, "rss_mib": 80.0}
 RESULTS = BENCH / "results.local.md"  # untracked: a run on this machine, for this machine
 RECORDED = BENCH / "results.md"  # the tracked record, written only when asked (--record)
 
@@ -88,7 +89,11 @@ def lambda_handler(event, context):
 def build_runtime() -> list[str]:
     """A venv whose site-packages holds only the runtime's distributions (symlinks)."""
     shutil.rmtree(RUNTIME, ignore_errors=True)
-    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    # The interpreter the dev venv was made from (a venv of a venv would link back to the dev venv).
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = Path(sys.base_prefix) / "bin" / version
+    if not base.exists():
+        base = Path(sys.executable).resolve()
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(RUNTIME)], check=True)
     site = Path(
         subprocess.run(
@@ -178,9 +183,14 @@ def local_servers() -> Iterator[dict[str, int]]:
 
 
 def function_env(
-    ports: dict[str, int], backend: str, extra_path: Sequence[Path] = (), stage: Path = STAGE
+    ports: dict[str, int],
+    backend: str,
+    extra_path: Sequence[Path] = (),
+    stage: Path = STAGE,
+    upstream_port: str = "upstream",
 ) -> dict[str, str]:
-    upstream = f"http://127.0.0.1:{ports['upstream']}"
+    """``upstream_port``: ``upstream`` (answers at once) or ``work_upstream`` (~2 ms of work per request)."""
+    upstream = f"http://127.0.0.1:{ports[upstream_port]}"
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -400,15 +410,15 @@ def cold_responses(ports: dict[str, int], rounds: int) -> dict[str, dict[str, An
     return {label: {"median_ms": median_ms(values), "runs": rounds} for label, values in times.items()}
 
 
-def child(ports: dict[str, int], name: str, backend: str, args: list[str]) -> Any:
+def child(ports: dict[str, int], name: str, backend: str, args: list[str], upstream_port: str = "upstream") -> Any:
     with tempfile.NamedTemporaryFile(dir=WORK, suffix=".json", delete=False) as out:
         path = Path(out.name)
     event = ROOT / "events" / f"{FUNCTIONS[name]}.json"
-    with (WORK / f"{name}-{backend}-{args[0]}.log").open("wb") as log:
+    with (WORK / f"{name}-{backend}-{args[0]}-{upstream_port}.log").open("wb") as log:
         subprocess.run(
             [str(PY), str(BENCH / "warm.py"), args[0], str(event), *args[1:], str(path)],
             cwd=STAGE / name,
-            env=function_env(ports, backend, extra_path=[BENCH]),
+            env=function_env(ports, backend, extra_path=[BENCH], upstream_port=upstream_port),
             stdout=log,
             check=True,
         )
@@ -545,32 +555,72 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         for label, row in responses.items():
             say(f"| {label} | {row['median_ms']:.0f} ms | {row['median_ms'] / floor:.2f} |")
 
-        # Warm overhead and the naive alternative
+        # Warm overhead: against an upstream that works, then against one that answers at once
+        control(ports, "POST")
+        worked = child(ports, "password", "sdk", ["loop", str(warm_rounds), "0"], upstream_port="work_upstream")
+        work_counts = control(ports, "GET")
+        work_us = work_counts["work_ns"] / max(1, work_counts["work_requests"]) / 1000
         samples = child(ports, "password", "sdk", ["loop", str(warm_rounds), "10"])
         broker_p50, raw_p50, naive_p50 = (percentile(samples[k], 0.5) for k in ("broker", "raw", "naive"))
         broker_p99, raw_p99, naive_p99 = (percentile(samples[k], 0.99) for k in ("broker", "raw", "naive"))
+        work_broker_p50, work_raw_p50 = (percentile(worked[k], 0.5) for k in ("broker", "raw"))
+        work_broker_p99, work_raw_p99 = (percentile(worked[k], 0.99) for k in ("broker", "raw"))
+        work_target_ms = ports["work_target_us"] / 1000
+        work_ratio = work_broker_p50 / work_raw_p50
+        work_added = work_broker_p50 - work_raw_p50
         say()
         say("## Warm overhead")
         say()
         say(
-            f"`warm.py loop`: in one process and one loop, interleaved, {warm_rounds} rounds after 200 warm-up: "
-            "`app.lambda_handler(event, context)` (password, JSON event, log line included) and a raw "
-            "`PoolManager().request('POST', …)` to the same upstream; every 10th round the naive handler "
-            "(bench/naive.py: requests, a new boto3 client and GetSecretValue per call) against the same "
-            "upstream and the same local Secrets Manager."
+            f"`warm.py loop`: in one process and one loop, interleaved (which goes first alternates), "
+            f"{warm_rounds} rounds after 200 warm-up: `app.lambda_handler(event, context)` (password, JSON "
+            "event, log line included) and a raw `PoolManager().request('POST', …)` to the same upstream."
         )
         say()
-        say("| call | p50 | p99 | p50 × raw urllib3 |")
-        say("|---|---:|---:|---:|")
-        say(f"| raw urllib3 `PoolManager.request` | {raw_p50:.0f} µs | {raw_p99:.0f} µs | 1.00 |")
-        ratio = broker_p50 / raw_p50
-        say(f"| broker `handler(event, context)` | {broker_p50:.0f} µs | {broker_p99:.0f} µs | {ratio:.2f} |")
-        say(f"| naive handler | {naive_p50:.0f} µs | {naive_p99:.0f} µs | {naive_p50 / raw_p50:.2f} |")
+        say(
+            f"Against an upstream that does real work per token request, as an authorization server does "
+            f"(bench/servers.py: PBKDF2-HMAC-SHA256 of the request body, {ports['work_iterations']} iterations "
+            f"calibrated to {work_target_ms:g} ms at start; {work_us:.0f} µs per request measured at the server "
+            "during this loop; loopback, keep-alive, `TCP_NODELAY`). This is the headline figure."
+        )
+        say()
+        say("| call | p50 | p99 | p50 × raw urllib3 | added p50 |")
+        say("|---|---:|---:|---:|---:|")
+        say(f"| raw urllib3 `PoolManager.request` | {work_raw_p50:.0f} µs | {work_raw_p99:.0f} µs | 1.00 | — |")
+        say(
+            f"| broker `handler(event, context)` | {work_broker_p50:.0f} µs | {work_broker_p99:.0f} µs "
+            f"| {work_ratio:.2f} | {work_added:+.0f} µs |"
+        )
+        say()
+        say(
+            "For information (no target): against an upstream that answers at once (a fixed token, loopback), "
+            "the ratio is all overhead and no work; every 10th round the naive handler (bench/naive.py: "
+            "requests, a new boto3 client and GetSecretValue per call) against the same upstream and the same "
+            "local Secrets Manager."
+        )
+        say()
+        say("| call | p50 | p99 | p50 × raw urllib3 | added p50 |")
+        say("|---|---:|---:|---:|---:|")
+        say(f"| raw urllib3 `PoolManager.request` | {raw_p50:.0f} µs | {raw_p99:.0f} µs | 1.00 | — |")
+        say(
+            f"| broker `handler(event, context)` | {broker_p50:.0f} µs | {broker_p99:.0f} µs "
+            f"| {broker_p50 / raw_p50:.2f} | {broker_p50 - raw_p50:+.0f} µs |"
+        )
+        say(
+            f"| naive handler | {naive_p50:.0f} µs | {naive_p99:.0f} µs | {naive_p50 / raw_p50:.2f} "
+            f"| {naive_p50 - raw_p50:+.0f} µs |"
+        )
+        say()
+        say(
+            f"The broker adds {work_added:.0f} µs per request at p50 to a raw POST against the working upstream "
+            f"({broker_p50 - raw_p50:.0f} µs against the instant one)."
+        )
         targets.append(
             (
-                f"warm p50 ≤ {TARGETS['warm']}× raw urllib3",
-                broker_p50 / raw_p50 <= TARGETS["warm"],
-                f"{broker_p50 / raw_p50:.2f}×",
+                f"warm p50 ≤ {TARGETS['warm']}× raw urllib3, upstream working {work_target_ms:g} ms/request "
+                f"(added {work_added:.0f} µs)",
+                work_ratio <= TARGETS["warm"],
+                f"{work_ratio:.2f}×",
             )
         )
         targets.append(
