@@ -23,11 +23,13 @@ PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 help:
 	@echo "make run      serve the broker on http://127.0.0.1:3000 (local upstream + Secrets Manager)"
 	@echo "              PROFILE=bakrypt-testnet SECRET=secret.json  to use a real upstream"
+	@echo "              ORIGINS=http://localhost:5173,http://localhost:8080  the SPA origins allowed"
+	@echo "              DELIVERY=cookie  BFF mode (the demo SPA at / follows the mode)"
 	@echo "make test     every test (unit + integration through the Lambda emulator)"
 	@echo "make lint     ruff, mypy --strict, cfn-lint, sam validate --lint"
 	@echo "make build    sam build"
 	@echo "make invoke   FUNCTION=PasswordFunction EVENT=events/password-json.json"
-	@echo "make bench    the performance benchmark (writes bench/results.md)"
+	@echo "make bench    the performance benchmark (writes bench/results.local.md; RECORD=1: bench/results.md)"
 	@echo "make validators  recompile the routes' JSON Schemas after editing broker/schemas.py"
 
 venv: $(STAMP)
@@ -37,8 +39,10 @@ $(STAMP): requirements-dev.txt layers/broker/requirements.txt
 		echo "Python 3.13 (the Lambda runtime this targets) was not found on PATH or under pyenv."; \
 		echo "Install it, e.g. 'pyenv install 3.13' or your OS package 'python3.13' (with venv), then re-run."; \
 		exit 1; fi
-	@[ -x $(PY) ] || { echo "Creating $(VENV) with $(PYTHON313)"; $(PYTHON313) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@[ -x $(PY) ] || { echo "Creating $(VENV) with $(PYTHON313)" >&2; $(PYTHON313) -m venv $(VENV); }
+	@# on stderr, as everything here but a target's own result (`make invoke | jq .` on a first run)
+	@echo "$(PY) -m pip install -r requirements-dev.txt" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt >&2
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # The BFF browser test drives Debian's Chromium (a test tool's own browser download cannot work here).
@@ -77,18 +81,22 @@ format: venv
 build: venv
 	$(VENV)/bin/sam build --cached
 
-RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(PORT),--port $(PORT))
+RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(PORT),--port $(PORT)) $(if $(ORIGINS),--origins '$(ORIGINS)')
 run: build
 	$(PY) -m local.runner --no-build $(RUN_ARGS)
 
 FUNCTION ?= PasswordFunction
 EVENT ?= events/password-json.json
-invoke: build
-	$(PY) -m local.invoke --no-build $(FUNCTION) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
+# stdout is the Lambda response alone (`make invoke ... | jq .`): no echoed recipe, and
+# local.invoke runs `sam build --cached` itself with its output on stderr, as every log line.
+invoke: venv
+	@$(PY) -m local.invoke $(FUNCTION) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
+# Results go to untracked bench/*.local.md; RECORD=1 writes the tracked bench/results*.md.
+BENCH_ARGS := $(if $(filter 1 yes true,$(RECORD)),--record)
 bench: build
-	$(PY) bench/run.py
-	$(PY) bench/guards.py
+	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/guards.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

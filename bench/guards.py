@@ -2,13 +2,15 @@
 
 Two brokers per route, identical but for ``BROKER_STATE_TABLE``, called interleaved
 against the same loopback upstream (TCP_NODELAY) and the same moto server (DynamoDB).
-Writes bench/results-guards.md. Run from the repo root:
+Writes bench/results-guards.local.md (untracked), or with --record bench/results-guards.md
+(`make bench RECORD=1`). Run from the repo root:
 
-    .venv/bin/python bench/guards.py [rounds]
+    .venv/bin/python bench/guards.py [rounds] [--record]
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -39,6 +41,8 @@ SECRET = json.dumps(
 )
 TOKENS = json.dumps({"access_token": "at", "refresh_token": "rt", "token_type": "Bearer", "expires_in": 60}).encode()
 COMMAND = ".venv/bin/python bench/guards.py"
+RESULTS = ROOT / "bench" / "results-guards.local.md"  # untracked: a run on this machine
+RECORDED = ROOT / "bench" / "results-guards.md"  # the tracked record, written only when asked
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -90,7 +94,11 @@ def interleaved(off: Callable[[int], Any], on: Callable[[int], Any], rounds: int
 
 
 def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rounds", type=int, nargs="?", default=300, help="interleaved rounds per row (default 300)")
+    parser.add_argument("--record", action="store_true", help=f"write {RECORDED.relative_to(ROOT)}, the tracked record")
+    options = parser.parse_args()
+    rounds = options.rounds
     port = free_port()
     moto = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -147,7 +155,9 @@ def main() -> int:
     lines = [
         "# Guards: warm-path cost",
         "",
-        f"Written by `make bench` (`{COMMAND}`) on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC: "
+        f"Written by `make bench{' RECORD=1' if options.record else ''}` "
+        f"(`{COMMAND}{' --record' if options.record else ''}`) on "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC: "
         f"{rounds} interleaved rounds per row, `TokenBroker.handle` with `BROKER_STATE_TABLE` set vs empty, the "
         "same loopback upstream, DynamoDB from moto in server mode. Read the ratios with the "
         f"round trips: a moto round trip took {round_trip[0]:.1f} ms here (DynamoDB's are single-digit ms too), "
@@ -163,7 +173,9 @@ def main() -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    (ROOT / "bench" / "results-guards.md").write_text(text)
+    written = RECORDED if options.record else RESULTS
+    written.write_text(text)
+    print(f"Results written to {written.relative_to(ROOT)}", flush=True)
     return 0
 
 

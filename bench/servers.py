@@ -3,6 +3,10 @@
 - upstream: a minimal HTTP/1.1 keep-alive server that answers every POST with one fixed
   token JSON at once, TCP_NODELAY on every accepted socket (without it, the client's
   delayed ACK stalls each small response ~40 ms and swamps every figure);
+- work upstream: the same server, but each token request first does ~2 ms of real CPU work,
+  a PBKDF2-HMAC-SHA256 of the request body (an authorization server hashes the password; a
+  sleep would let the client's own overhead hide in the wait on a shared CPU), its iterations
+  calibrated at start on CPU time, so a busy machine does not shrink the work;
 - Secrets Manager: moto's server app, behind a counter of GetSecretValue calls;
 - the AWS Parameters and Secrets Lambda Extension's documented API
   (``GET /secretsmanager/get?secretId=…``, ``X-Aws-Parameters-Secrets-Token``), counted;
@@ -13,11 +17,13 @@ Prints one JSON line with the ports, then serves until stdin closes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,16 +45,47 @@ ANSWER = (
     b"Content-Length: " + str(len(TOKEN)).encode() + b"\r\n\r\n" + TOKEN
 )
 
-COUNTS = {"upstream_connections": 0, "upstream_requests": 0, "secretsmanager_get": 0, "extension_get": 0}
+WORK_SECONDS = 0.002  # per token request at the work upstream
+WORK_SALT = b"bench-work-upstream-salt"
+
+COUNTS = {
+    "upstream_connections": 0,
+    "upstream_requests": 0,
+    "secretsmanager_get": 0,
+    "extension_get": 0,
+    "work_requests": 0,
+    "work_ns": 0,
+    "work_cpu_ns": 0,
+}
 _LOCK = threading.Lock()
 
 
-def count(name: str) -> None:
+def count(name: str, amount: int = 1) -> None:
     with _LOCK:
-        COUNTS[name] += 1
+        COUNTS[name] += amount
 
 
-def upstream_connection(conn: socket.socket) -> None:
+def calibrate(seconds: float = WORK_SECONDS) -> int:
+    """PBKDF2 iterations that take ``seconds`` of this thread's CPU time (the fastest of a few
+    trials, scaled): CPU time, not wall time, which other processes' load would stretch."""
+    trial = 20_000
+    fastest = float("inf")
+    for _ in range(7):
+        started = time.thread_time()
+        hashlib.pbkdf2_hmac("sha256", b"calibration", WORK_SALT, trial)
+        fastest = min(fastest, time.thread_time() - started)
+    return max(1, round(trial * seconds / fastest))
+
+
+def work(body: bytes, iterations: int) -> None:
+    started, started_cpu = time.perf_counter_ns(), time.thread_time_ns()
+    hashlib.pbkdf2_hmac("sha256", body, WORK_SALT, iterations)
+    count("work_cpu_ns", time.thread_time_ns() - started_cpu)
+    count("work_ns", time.perf_counter_ns() - started)
+    count("work_requests")
+
+
+def upstream_connection(conn: socket.socket, iterations: int = 0) -> None:
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     buffer = b""
     served = 0
@@ -70,18 +107,22 @@ def upstream_connection(conn: socket.socket) -> None:
                 if not chunk:
                     return
                 buffer += chunk
-            buffer = buffer[length:]
-            if not served:
-                count("upstream_connections")  # a connection that carried a token request
-            served += 1
-            count("upstream_requests")
+            body, buffer = buffer[:length], buffer[length:]
+            if iterations:
+                work(body, iterations)
+            else:
+                if not served:
+                    count("upstream_connections")  # a connection that carried a token request
+                served += 1
+                count("upstream_requests")
             conn.sendall(ANSWER)
 
 
-def serve_upstream(listener: socket.socket) -> None:
+def serve_upstream(listener: socket.socket, iterations: int = 0) -> None:
+    """``iterations``: PBKDF2 iterations per request (0: answer at once, counted as the upstream)."""
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=upstream_connection, args=(conn,), daemon=True).start()
+        threading.Thread(target=upstream_connection, args=(conn, iterations), daemon=True).start()
 
 
 class ExtensionHandler(BaseHTTPRequestHandler):
@@ -161,12 +202,18 @@ def serve_secrets_manager() -> int:
 def main() -> None:
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     threading.Thread(target=serve_upstream, args=(listener,), daemon=True).start()
+    iterations = calibrate()
+    work_listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    threading.Thread(target=serve_upstream, args=(work_listener, iterations), daemon=True).start()
     extension = ThreadingHTTPServer(("127.0.0.1", 0), ExtensionHandler)
     control = ThreadingHTTPServer(("127.0.0.1", 0), ControlHandler)
     for server in (extension, control):
         threading.Thread(target=server.serve_forever, daemon=True).start()
     ports = {
         "upstream": listener.getsockname()[1],
+        "work_upstream": work_listener.getsockname()[1],
+        "work_iterations": iterations,
+        "work_target_us": round(WORK_SECONDS * 1_000_000),
         "secretsmanager": serve_secrets_manager(),
         "extension": extension.server_address[1],
         "control": control.server_address[1],

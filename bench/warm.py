@@ -1,11 +1,13 @@
 """Child process of bench/run.py: runs inside the Lambda-like runtime, cwd = a function's dir.
 
     warm.py loop  EVENT N NAIVE_EVERY OUT   interleaved: broker handler, raw PoolManager, naive
+                                            (every NAIVE_EVERY-th round; 0: never)
     warm.py count EVENT N OUT               1 cold + N warm invocations, compilations counted
     warm.py rss   EVENT OUT                 import + one invocation, then peak RSS
 
-The handler runs in the main thread, as in Lambda (the upstream deadline uses SIGALRM there);
-its log lines go to this process's stdout, which the bench sends to a file.
+The handler runs in the main thread, as in Lambda; its log lines go to this process's stdout,
+which the bench sends to a file. The raw call goes to the same upstream as the function
+(BROKER_TOKEN_URL): the bench points both at the instant upstream or at the work upstream.
 """
 
 from __future__ import annotations
@@ -102,18 +104,28 @@ def main() -> None:  # noqa: PLR0915 - one linear script, three modes
     for i in range(-200, rounds):  # 200 warm-up rounds, not recorded
         # The runtime makes each invocation's context before it calls the handler: not timed.
         context = Context()
-        start = clock()
-        response = handler(event, context)
-        middle = clock()
-        answer = raw_pool.request("POST", url, body=body, headers=headers)
-        end = clock()
+        # Which call goes first alternates, so neither always follows the other's upstream work.
+        if i % 2:
+            start = clock()
+            answer = raw_pool.request("POST", url, body=body, headers=headers)
+            middle = clock()
+            response = handler(event, context)
+            end = clock()
+            broker_ns, raw_ns = end - middle, middle - start
+        else:
+            start = clock()
+            response = handler(event, context)
+            middle = clock()
+            answer = raw_pool.request("POST", url, body=body, headers=headers)
+            end = clock()
+            broker_ns, raw_ns = middle - start, end - middle
         check(response)
         if answer.status != 200:
             raise SystemExit("raw call failed")
         if i >= 0:
-            samples["broker"].append(middle - start)
-            samples["raw"].append(end - middle)
-        if i % naive_every == 0:
+            samples["broker"].append(broker_ns)
+            samples["raw"].append(raw_ns)
+        if naive_every and i % naive_every == 0:
             context = Context()
             start = clock()
             response = naive_handler(event, context)

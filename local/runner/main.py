@@ -10,10 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from local.runner.emulator import EmulatorPool, lambda_environment
 from local.runner.logs import LogSink
@@ -23,6 +24,8 @@ from local.runner.stack import Stack, configure, local_stack, read_secret_file
 from local.runner.template import App, TemplateError, load_app
 
 BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
+ORIGINS_VARIABLE = "BROKER_ALLOWED_ORIGINS"
+DELIVERY_VARIABLE = "BROKER_REFRESH_DELIVERY"
 
 
 @dataclass(frozen=True)
@@ -56,24 +59,50 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--profile", help="upstream profile (preset name or JSON); default: the local upstream")
     parser.add_argument("--secret-file", type=Path, help="JSON object stored as the secret (default: demo)")
     parser.add_argument("--env", nargs="+", action="extend", metavar="KEY=VALUE", help="set in every function")
+    parser.add_argument(
+        "--origins",
+        metavar="ORIGIN[,ORIGIN...]",
+        help=f"the SPA origins allowed ({ORIGINS_VARIABLE} of every function, in place of the template's); "
+        "the demo SPA's own origin is always allowed too",
+    )
     parser.add_argument("--parameter-overrides", nargs="+", action="extend", metavar="KEY=VALUE")
     parser.add_argument("--no-build", dest="build", action="store_false", help="skip `sam build --cached`")
     parser.add_argument("--template", type=Path, default=BUILT_TEMPLATE, help="the built template to serve")
     parser.add_argument("--log-file", type=Path, help="also append every log line here")
     parser.add_argument("--state-dir", type=Path, help="the local upstream's database (default: a temp dir)")
     args = parser.parse_args(argv)
+    env = key_values(args.env, "--env")
+    if args.origins is not None:
+        if ORIGINS_VARIABLE in env:
+            raise SystemExit(f"give --origins or --env {ORIGINS_VARIABLE}=..., not both")
+        env[ORIGINS_VARIABLE] = ",".join(parse_origins(args.origins))
     return Options(
         port=args.port,
         max_concurrency=args.max_concurrency,
         profile=args.profile,
         secret_file=args.secret_file,
-        env=key_values(args.env, "--env"),
+        env=env,
         parameter_overrides=key_values(args.parameter_overrides, "--parameter-overrides"),
         build=args.build,
         template=args.template,
         log_file=args.log_file,
         state_dir=args.state_dir,
     )
+
+
+def parse_origins(text: str) -> list[str]:
+    """``--origins``: exact origins, comma-separated; checked here, since the functions would only
+    fail their init (every request a 502) on a value the broker's configuration refuses."""
+    origins: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        origin = item.rstrip("/")
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query or parts.fragment:
+            raise SystemExit(f"--origins takes origins like http://localhost:5173, got {item!r}")
+        origins.append(origin)
+    return list(dict.fromkeys(origins))
 
 
 def sam_build() -> None:
@@ -99,7 +128,31 @@ def load(options: Options) -> App:
     return load_app(options.template, options.parameter_overrides)
 
 
-def banner(url: str, stack: Stack, api_key: str) -> str:
+def refresh_delivery(environment: Mapping[str, str]) -> str:
+    """What the broker's configuration makes of ``BROKER_REFRESH_DELIVERY`` (empty: body)."""
+    return environment.get(DELIVERY_VARIABLE, "").strip().lower() or "body"
+
+
+def allowed_origins(environment: Mapping[str, str]) -> list[str]:
+    return [o for o in environment.get(ORIGINS_VARIABLE, "").split(",") if o]
+
+
+def per_function(values: Mapping[str, str]) -> str:
+    """One value when every function has it, else each function's."""
+    if len(set(values.values())) <= 1:
+        return next(iter(values.values()), "-")
+    return "; ".join(f"{name}: {value}" for name, value in values.items())
+
+
+def spa_delivery(app: App, environments: Mapping[str, Mapping[str, str]]) -> str:
+    """The mode the demo SPA is written for: that of the function behind POST /auth/login,
+    which decides whether the refresh token reaches JavaScript."""
+    found = app.route_for("POST", "/auth/login")
+    login = environments.get(found[0].function) if found else None
+    return refresh_delivery(login or {})
+
+
+def banner(url: str, stack: Stack, api_key: str, environments: Mapping[str, Mapping[str, str]]) -> str:
     lines = [f"Token broker running at {url} (Ctrl-C stops it)", "Routes:"]
     for route in stack.app.routes:
         guard = {"AWS_IAM": "  [SigV4: local credentials testing/testing]", "API_KEY": f"  [x-api-key: {api_key}]"}
@@ -119,6 +172,13 @@ def banner(url: str, stack: Stack, api_key: str) -> str:
     else:
         profile = {f.environment.get("BROKER_PROFILE") for f in stack.app.functions.values()}
         lines.append(f"Upstream profile: {', '.join(sorted(p for p in profile if p))}")
+    origins = {name: ", ".join(allowed_origins(env)) or "(none)" for name, env in environments.items()}
+    lines.append(f"Allowed origins (CORS, Origin check): {per_function(origins)}")
+    deliveries = {name: refresh_delivery(env) for name, env in environments.items()}
+    lines.append(f"Refresh token delivery: {per_function(deliveries)}")
+    mode = spa_delivery(stack.app, environments)
+    how = "BFF: an HttpOnly cookie" if mode == "cookie" else "the refresh token in the JSON; DELIVERY=cookie for BFF"
+    lines.append(f"Demo SPA: {url}/  ({mode} mode: {how})")
     return "\n".join(lines)
 
 
@@ -136,19 +196,21 @@ def serve(options: Options, sink: LogSink) -> None:
         for function in stack.app.functions.values():
             for layer in function.remote_layers:
                 sink.line("runner", f"{function.name}: layer {layer} is not available locally, skipped")
-        server = BrokerServer(options.port, stack.app, {}, sink)
+        environments = {
+            name: lambda_environment(function, stack.services_env) for name, function in stack.app.functions.items()
+        }
+        server = BrokerServer(options.port, stack.app, {}, sink, spa_delivery(stack.app, environments))
         # The runner serves the demo SPA itself (GET /), so its own origin is an allowed one.
         own_origins = same_site_origins(server.url)
         for name, function in stack.app.functions.items():
-            environment = lambda_environment(function, stack.services_env)
-            listed = [o for o in environment.get("BROKER_ALLOWED_ORIGINS", "").split(",") if o]
-            environment["BROKER_ALLOWED_ORIGINS"] = ",".join(dict.fromkeys([*listed, *own_origins]))
+            environment = environments[name]
+            environment[ORIGINS_VARIABLE] = ",".join(dict.fromkeys([*allowed_origins(environment), *own_origins]))
             server.pools[name] = EmulatorPool(function, environment, stack.supervisor, sink, options.max_concurrency)
         pools = server.pools
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
         thread.start()
         try:
-            print(banner(server.url, stack, server.api_key), flush=True)
+            print(banner(server.url, stack, server.api_key, environments), flush=True)
             ready = {
                 "ready": True,
                 "url": server.url,

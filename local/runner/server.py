@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 import secrets
 import sys
 import time
@@ -31,15 +32,29 @@ class _TooLarge(Exception):
     pass
 
 
+# A page's text for one refresh delivery mode: ``<!-- delivery: cookie -->...<!-- /delivery -->``.
+_DELIVERY_BLOCK = re.compile(r"<!-- delivery: (\w+) -->(.*?)<!-- /delivery -->", re.DOTALL)
+
+
+def render_page(html: str, delivery: str) -> str:
+    """The demo SPA as served: only the blocks written for ``delivery``, and ``{{delivery}}`` filled in,
+    so the page never describes a mode the broker is not running in."""
+    kept = _DELIVERY_BLOCK.sub(lambda block: block.group(2) if block.group(1) == delivery else "", html)
+    return kept.replace("{{delivery}}", delivery)
+
+
 class BrokerServer(ThreadingHTTPServer):
     daemon_threads = True
     # Queue connections beyond the pools' capacity instead of refusing them.
     request_queue_size = 128
 
-    def __init__(self, port: int, app: App, pools: dict[str, EmulatorPool], sink: LogSink) -> None:
+    def __init__(
+        self, port: int, app: App, pools: dict[str, EmulatorPool], sink: LogSink, refresh_delivery: str = "body"
+    ) -> None:
         self.app = app
         self.pools = pools
         self.sink = sink
+        self.refresh_delivery = refresh_delivery  # the mode the demo SPA's pages are rendered for
         self.static_root = (Path(__file__).resolve().parents[1] / "spa").resolve()
         self.api_key = secrets.token_urlsafe(24)  # for routes the template protects with an API key
         super().__init__(("127.0.0.1", port), _Handler)
@@ -85,6 +100,9 @@ class BrokerServer(ThreadingHTTPServer):
             return MISSING_TOKEN
         content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
         headers = [("Content-Type", content_type), ("Cache-Control", "no-store")]
+        if content_type == "text/html":
+            page = render_page(file.read_text(encoding="utf-8"), self.refresh_delivery)
+            return HttpResponse(200, [("Content-Type", "text/html; charset=utf-8"), headers[1]], page.encode())
         return HttpResponse(200, headers, file.read_bytes())
 
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ class LocalBroker:
     process: Process
     log_path: Path
     supervisor: Supervisor = field(repr=False)
+    banner: str = ""  # what the runner printed on stdout before its ready line
 
     @property
     def pid(self) -> int:
@@ -100,6 +101,7 @@ def run_broker(
     *,
     template: Path | None = None,
     parameter_overrides: Mapping[str, str] | None = None,
+    origins: Sequence[str] | None = None,
 ) -> Iterator[LocalBroker]:
     """Start ``python -m local.runner --no-build`` and stop it (and everything it started) on exit."""
     work = Path(tempfile.mkdtemp(prefix="broker-", dir=tmp_path))
@@ -114,6 +116,8 @@ def run_broker(
         argv += ["--secret-file", str(work / "secret.json")]
     if env:
         argv += ["--env", *(f"{k}={v}" for k, v in env.items())]
+    if origins is not None:
+        argv += ["--origins", ",".join(origins)]
     if parameter_overrides:
         argv += ["--parameter-overrides", *(f"{k}={v}" for k, v in parameter_overrides.items())]
     log_path = work / "runner.log"
@@ -124,8 +128,9 @@ def run_broker(
             argv, env={**os.environ, "PYTHONPATH": pythonpath}, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log
         )
     try:
+        banner: list[str] = []
         try:
-            ready = read_ready_line(process, READY_TIMEOUT, "local runner")
+            ready = read_ready_line(process, READY_TIMEOUT, "local runner", on_line=banner.append)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')[-3000:]}") from exc
         broker = LocalBroker(
@@ -138,6 +143,7 @@ def run_broker(
             process=process,
             log_path=log_path,
             supervisor=supervisor,
+            banner="\n".join(banner),
         )
         yield broker
     finally:

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from local.runner.main import parse_origins
+from local.runner.server import render_page
 from local.runner.services import DEMO_SECRET, REPO_ROOT
 from local.runner.template import TemplateError, load_app
 from local.runner.testing import LocalBroker, run_broker
@@ -271,6 +273,83 @@ def test_template_resolution_of_the_real_template() -> None:
 def test_unknown_parameter_override_is_an_error() -> None:
     with pytest.raises(TemplateError, match="NoSuchParameter"):
         load_app(REPO_ROOT / "template.yaml", {"NoSuchParameter": "x"})
+
+
+# --- the real broker's options: origins, refresh delivery, the demo SPA -----------------------
+
+
+def preflight(broker: LocalBroker, origin: str) -> requests.Response:
+    return requests.options(
+        f"{broker.url}/auth/login",
+        headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-csrf"},
+        timeout=TIMEOUT,
+    )
+
+
+@pytest.mark.integration
+def test_origins_option_allows_an_spa_dev_server_on_another_port(built_template: Path, tmp_path: Path) -> None:
+    # Given a runner started with --origins naming an SPA dev server on another port
+    added = "http://localhost:8080"
+    with run_broker(tmp_path, profile=NOT_LOCAL_PROFILE, origins=["http://localhost:5173", f"{added}/"]) as broker:
+        # When that origin sends a CORS preflight
+        allowed = preflight(broker, added)
+        # Then the function answers 204 with its CORS headers
+        assert allowed.status_code == 204
+        assert allowed.headers["Access-Control-Allow-Origin"] == added
+        assert allowed.headers["Access-Control-Allow-Methods"] == "POST, OPTIONS"
+        assert "X-CSRF" in allowed.headers["Access-Control-Allow-Headers"]
+        assert allowed.headers["Vary"] == "Origin"
+        # And the runner's own demo-SPA origin stays allowed
+        assert preflight(broker, broker.url).status_code == 204
+        # And an origin not listed is refused, without CORS headers
+        refused = preflight(broker, "http://localhost:8081")
+        assert refused.status_code == 403
+        assert "Access-Control-Allow-Origin" not in refused.headers
+        # And the banner names exactly the allowed origins
+        port = urlsplit(broker.url).port
+        own = f"http://127.0.0.1:{port}, http://localhost:{port}"
+        assert f"Allowed origins (CORS, Origin check): http://localhost:5173, {added}, {own}\n" in broker.banner
+
+
+def test_origins_option_refuses_what_is_not_an_origin() -> None:
+    # Given origins with spaces, a trailing slash and a repeat, then values the broker would refuse
+    assert parse_origins(" http://localhost:5173/, https://app.example:8443,http://localhost:5173") == [
+        "http://localhost:5173",
+        "https://app.example:8443",
+    ]
+    for bad in ("*", "null", "localhost:5173", "http://localhost:5173/app", "http://x?y=1", "ftp://x"):
+        # When one is given, Then the runner stops at once, naming it
+        with pytest.raises(SystemExit, match="--origins"):
+            parse_origins(bad)
+
+
+@pytest.mark.integration
+def test_banner_names_the_delivery_mode_and_the_spa_written_for_it(broker: LocalBroker) -> None:
+    # Given the default broker (body mode)
+    # Then the banner says so, with the demo SPA's URL
+    assert "Refresh token delivery: body\n" in broker.banner
+    assert f"Demo SPA: {broker.url}/  (body mode:" in broker.banner
+    # When the SPA is fetched
+    page = requests.get(f"{broker.url}/", timeout=TIMEOUT)
+    # Then it describes body mode only: no claim that the refresh token stays in a cookie
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert 'data-delivery="body"' in page.text
+    assert "(body mode)" in page.text
+    for claim in ("BFF mode)", "HttpOnly cookie", "delivery:"):
+        assert claim not in page.text
+
+
+def test_spa_in_cookie_mode_keeps_its_bff_text_only() -> None:
+    # Given the demo SPA's source, When it is rendered for cookie mode
+    page = render_page((REPO_ROOT / "local" / "spa" / "index.html").read_text(), "cookie")
+    # Then only the cookie-mode text is left
+    assert 'data-delivery="cookie"' in page
+    assert "(BFF mode)" in page
+    assert "the refresh token stays in an\nHttpOnly cookie" in page
+    for claim in ("(body mode)", "in body mode:", "returns the refresh token"):
+        assert claim not in page
+    assert "{{" not in page
 
 
 @pytest.mark.integration
@@ -559,3 +638,27 @@ def test_invoke_prints_the_response_and_the_report(echo_template: Path, tmp_path
     assert len(report) == 1
     for field in ("Init Duration:", "Duration:", "Billed Duration:", "Memory Size: 128 MB", "Max Memory Used:"):
         assert field in report[0]
+
+
+@pytest.mark.integration
+def test_make_invoke_prints_the_response_alone_on_stdout(built_template: Path) -> None:
+    # Given a shell's environment (not a sub-make's: that one prints "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # When `make invoke` runs the password function against the local upstream
+    result = subprocess.run(
+        ["make", "invoke", "FUNCTION=PasswordFunction", "EVENT=events/password-json.json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    # Then stdout is the Lambda response, and nothing else (`make invoke | jq .` works)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert response["statusCode"] == 200
+    assert "access_token" in json.loads(response["body"])
+    # And the build output, the logs and the REPORT line went to stderr
+    assert "Build Succeeded" in result.stderr
+    assert "REPORT RequestId:" in result.stderr
