@@ -29,6 +29,7 @@ from local.runner.template import App, Function
 
 PROFILE_VARIABLE = "BROKER_PROFILE"
 SECRET_VARIABLE = "BROKER_SECRET_ID"
+EXCHANGE_FUNCTION = "ExchangeFunction"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ def configure(
     return replace(app, functions=functions), needs_upstream
 
 
+def secret_for(app: App, secret_id: str, secret: Mapping[str, object]) -> Mapping[str, object]:
+    """As a deployment keeps them: the exchange token only in a secret the exchange function reads."""
+    readers = {name for name, f in app.functions.items() if f.environment.get(SECRET_VARIABLE) == secret_id}
+    if EXCHANGE_FUNCTION in readers:
+        return secret
+    return {key: value for key, value in secret.items() if key != "exchange_token"}
+
+
 @contextmanager
 def local_stack(
     app: App,
@@ -101,7 +110,7 @@ def local_stack(
             upstream_url = None if upstream is None else upstream.result()
         secret_ids = app.secret_ids(SECRET_VARIABLE)
         for secret_id in secret_ids:
-            put_secret(moto_url, secret_id, secret)
+            put_secret(moto_url, secret_id, secret_for(app, secret_id, secret))
         for table in app.tables:
             create_table(moto_url, table)
         if upstream_url is not None:

@@ -260,7 +260,8 @@ def test_template_resolution_of_the_real_template() -> None:
     separate = load_app(REPO_ROOT / "template.yaml", {"ExchangeSecretName": "exchange/secret"})
     # Then Ref, Fn::If, Globals and Conditions resolve as CloudFormation would
     assert {r.path for r in defaults.routes} >= {"/auth/login", "/auth/refresh", "/auth/exchange"}
-    assert defaults.secret_ids() == ["token-broker/client"]
+    # the exchange token in its own secret by default: the public login function cannot read it
+    assert defaults.secret_ids() == ["token-broker/client", "token-broker/exchange"]
     assert separate.functions["ExchangeFunction"].environment["BROKER_SECRET_ID"] == "exchange/secret"
     assert separate.functions["PasswordFunction"].environment["BROKER_SECRET_ID"] == "token-broker/client"
     password = defaults.functions["PasswordFunction"]

@@ -22,8 +22,12 @@ BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionR
 SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 # Each function's item actions on the guards' table, and the key prefix it is confined to.
 TABLE_ACTIONS = {
-    "PasswordFunction": ({"dynamodb:UpdateItem", "dynamodb:DeleteItem"}, "login#*"),
-    "RefreshFunction": ({"dynamodb:PutItem", "dynamodb:GetItem"}, "refresh#*"),
+    # login: reserve, give back, read its counter to clear one spelling's failures, delete an empty one
+    "PasswordFunction": ({"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"}, ["login#*"]),
+    # refresh: claim and publish, poll, and read logout marks
+    "RefreshFunction": ({"dynamodb:PutItem", "dynamodb:GetItem"}, ["refresh#*", "ended#*"]),
+    # logout: mark the token it revokes
+    "LogoutFunction": ({"dynamodb:PutItem"}, ["ended#*"]),
 }
 
 
@@ -110,10 +114,10 @@ def test_each_role_reads_only_its_secret_and_its_own_table_items(function: str) 
         if actions <= SECRET_ACTIONS:
             continue
         # the guards' table: exactly the item actions this function uses, on its own key prefix
-        expected_actions, prefix = TABLE_ACTIONS[function]
+        expected_actions, prefixes = TABLE_ACTIONS[function]
         assert actions == expected_actions
         assert statement["Resource"] == {"Fn::GetAtt": ["BrokerStateTable", "Arn"]}
-        assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [prefix]}}
+        assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": prefixes}}
         table_statements += 1
     assert table_statements == (1 if function in TABLE_ACTIONS else 0)
 
