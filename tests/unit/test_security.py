@@ -34,7 +34,7 @@ GUARDED = {"BROKER_STATE_TABLE": TABLE}
 
 
 @pytest.fixture
-def state_table(secrets_manager: SecretsManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def state_table(secrets_manager: SecretsManager, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The guards' table, in the same moto backend as the secret."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     secrets_manager.put({**DEMO_SECRET, "broker_keys": [KEY]})
