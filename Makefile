@@ -53,13 +53,24 @@ $(BROWSER):
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "The browser test needs Chromium and ChromeDriver: sudo apt-get install chromium chromium-driver"; exit 1; fi
 
-test: venv $(BROWSER)
+# The interoperability tests load JavaScript client libraries in Chromium: pinned in
+# tests/package.json and package-lock.json, installed from npm like the venv, once per change.
+NODE_STAMP := tests/node_modules/.installed-$(shell cat tests/package.json tests/package-lock.json | cksum | cut -d' ' -f1)
+$(NODE_STAMP): tests/package.json tests/package-lock.json
+	@command -v npm >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's npm for the interoperability tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	else echo "The interoperability tests need npm: sudo apt-get install npm"; exit 1; fi; }
+	npm ci --prefix tests --no-audit --no-fund --silent
+	@rm -f tests/node_modules/.installed-*; touch $@
+
+test: venv $(BROWSER) $(NODE_STAMP)
 	$(PY) -m pytest
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
-integration: venv $(BROWSER)
+integration: venv $(BROWSER) $(NODE_STAMP)
 	$(PY) -m pytest tests/integration
 
 lint: venv

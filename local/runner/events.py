@@ -115,7 +115,9 @@ def build_event(request: HttpRequest, resource: str, path_parameters: Mapping[st
             "resourceId": "local",
             "resourcePath": resource,
             "httpMethod": request.method,
-            "path": f"/{STAGE}{request.path}",
+            # The path as the client sent it, as API Gateway reports it on a custom domain with an
+            # empty base path: the runner serves the routes at its root, without the stage.
+            "path": request.path,
             "stage": STAGE,
             "requestId": request_id,
             "extendedRequestId": request_id,

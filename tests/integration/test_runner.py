@@ -366,7 +366,9 @@ def test_routes_are_read_from_the_built_template(broker: LocalBroker, built_temp
         else:
             response = requests.request(route.method, broker.url + route.path, timeout=TIMEOUT)
         assert "x-amzn-ErrorType" not in response.headers, route
-        assert response.headers["Cache-Control"] == "no-store", route
+        # every answer is no-store but the metadata document's, which is meant to be cached
+        cacheable = route.path == "/.well-known/oauth-authorization-server"
+        assert response.headers["Cache-Control"] == ("public, max-age=3600" if cacheable else "no-store"), route
 
 
 # --- API Gateway behaviour --------------------------------------------------------------------

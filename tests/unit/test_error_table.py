@@ -36,9 +36,12 @@ BAD_INPUT = [
     ("number as password", '{"username": "demo", "password": 1234}', JSON, False, 400, "must be a string"),
     ("duplicate JSON key", '{"username": "a", "username": "b", "password": "x"}', JSON, False, 400, "more than once"),
     ("duplicate form parameter", "username=a&username=b&password=x", FORM, False, 400, "more than once"),
-    ("wrong grant_type (form)", "grant_type=refresh_token&username=a&password=x", FORM, False, 400, "grant_type"),
+    ("wrong grant_type (form)", "grant_type=refresh_token&username=a&password=x", FORM, False, 400,
+     "grant_type 'refresh_token' is served at POST /auth/refresh or POST /auth/token."),
     ("wrong grant_type (JSON)", '{"grant_type": "client_credentials", "username": "a", "password": "x"}', JSON,
-     False, 400, "grant_type"),
+     False, 400, "grant_type 'client_credentials' is not served by this broker."),
+    ("wrong grant_type before missing fields", "grant_type=refresh_token&refresh_token=rt", FORM, False, 400,
+     "served at POST /auth/refresh"),
     ("1 MiB body", "x" * (1024 * 1024), JSON, False, 413, "16 KiB"),
     ("just over 16 KiB", json.dumps({"username": "a", "password": "p" * 16_400}), JSON, False, 413, "16 KiB"),
     ("1 MiB base64 body", base64.b64encode(b"x" * (1024 * 1024)).decode(), JSON, False, 413, "16 KiB"),
@@ -53,6 +56,8 @@ BAD_INPUT = [
     ("invalid base64", "!!!not base64!!!", JSON, True, 400, "base64"),
     ("deeply nested JSON", "[" * 5000 + "]" * 5000, JSON, False, 400, "JSON"),
 ]  # fmt: skip
+# RFC 6749 §5.2: a grant type the route does not serve has its own code.
+UNSUPPORTED_GRANT = {"wrong grant_type (form)", "wrong grant_type (JSON)", "wrong grant_type before missing fields"}
 
 
 @pytest.mark.parametrize(
@@ -77,7 +82,7 @@ def test_bad_input_is_a_4xx_and_never_reaches_the_upstream(
     # Then a clear 4xx from the contract's table, and no upstream call
     assert response["statusCode"] == status
     body_json = body_of(response)
-    assert body_json["error"] == "invalid_request"
+    assert body_json["error"] == ("unsupported_grant_type" if name in UNSUPPORTED_GRANT else "invalid_request")
     assert fragment in body_json["error_description"]
     assert response["headers"]["Cache-Control"] == "no-store"
     assert httpserver.log == []

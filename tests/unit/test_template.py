@@ -17,17 +17,21 @@ from samtranslator.translator.transform import transform
 
 from tests.support import ROOT
 
-FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction", "LogoutFunction")
+FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction", "LogoutFunction", "TokenFunction")
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
-# Each function's item actions on the guards' table, and the key prefix it is confined to.
+# Each function's item actions on the guards' table, and the key prefix each is confined to.
+# login: reserve, give back, read its counter to clear one spelling's failures, delete an empty one
+LOGIN_ITEMS = ({"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"}, ["login#*"])
+# refresh: claim and publish, poll, and read logout marks
+REFRESH_ITEMS = ({"dynamodb:PutItem", "dynamodb:GetItem"}, ["refresh#*", "ended#*"])
+# logout: mark the token it revokes
+LOGOUT_ITEMS = ({"dynamodb:PutItem"}, ["ended#*"])
 TABLE_ACTIONS = {
-    # login: reserve, give back, read its counter to clear one spelling's failures, delete an empty one
-    "PasswordFunction": ({"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:GetItem"}, ["login#*"]),
-    # refresh: claim and publish, poll, and read logout marks
-    "RefreshFunction": ({"dynamodb:PutItem", "dynamodb:GetItem"}, ["refresh#*", "ended#*"]),
-    # logout: mark the token it revokes
-    "LogoutFunction": ({"dynamodb:PutItem"}, ["ended#*"]),
+    "PasswordFunction": [LOGIN_ITEMS],
+    "RefreshFunction": [REFRESH_ITEMS],
+    "TokenFunction": [LOGIN_ITEMS, REFRESH_ITEMS],  # both grants, each guard's own items
+    "LogoutFunction": [LOGOUT_ITEMS],
 }
 
 
@@ -105,7 +109,7 @@ def secret_name_of(resource: Any) -> str:
 def test_each_role_reads_only_its_secret_and_its_own_table_items(function: str) -> None:
     statements = role_statements(function)
     assert statements, "the function needs to read its secret"
-    table_statements = 0
+    table_statements = []
     for statement in statements:
         assert statement["Effect"] == "Allow"
         actions = set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
@@ -114,12 +118,16 @@ def test_each_role_reads_only_its_secret_and_its_own_table_items(function: str) 
         if actions <= SECRET_ACTIONS:
             continue
         # the guards' table: exactly the item actions this function uses, on its own key prefix
-        expected_actions, prefixes = TABLE_ACTIONS[function]
-        assert actions == expected_actions
         assert statement["Resource"] == {"Fn::GetAtt": ["BrokerStateTable", "Arn"]}
-        assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": prefixes}}
-        table_statements += 1
-    assert table_statements == (1 if function in TABLE_ACTIONS else 0)
+        prefixes = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+        table_statements.append((actions, prefixes))
+    assert table_statements == TABLE_ACTIONS.get(function, [])
+
+
+def test_the_metadata_function_reads_no_secret_and_no_table() -> None:
+    role = resources()["MetadataFunctionRole"]["Properties"]
+    assert role.get("ManagedPolicyArns") == [BASIC_EXECUTION]
+    assert role.get("Policies", []) == []
 
 
 def test_the_guards_table_is_on_demand_expiring_recoverable_and_encrypted() -> None:
@@ -133,7 +141,7 @@ def test_the_guards_table_is_on_demand_expiring_recoverable_and_encrypted() -> N
 
 
 def test_login_and_refresh_cannot_read_a_separate_exchange_secret() -> None:
-    for function in ("PasswordFunction", "RefreshFunction", "LogoutFunction"):
+    for function in ("PasswordFunction", "RefreshFunction", "LogoutFunction", "TokenFunction"):
         names = {secret_name_of(s["Resource"]) for s in role_statements(function) if "secretsmanager" in str(s)}
         assert names == {"ClientSecretName"}
     exchange = json.dumps(role_statements("ExchangeFunction"))

@@ -49,16 +49,18 @@ class Config(NamedTuple):
     guards_fail_closed: bool = False
     secrets_backend: str = "sdk"
     extension_port: int = EXTENSION_PORT
+    # The API's public base URL for the discovery document; empty: taken from each request.
+    public_url: str = ""
 
     @property
     def cookie_mode(self) -> bool:
         return self.refresh_delivery == "cookie"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, needs_secret: bool = True) -> Config:
         env = os.environ if env is None else env
         secret_id = _text(env, "BROKER_SECRET_ID")
-        if not secret_id:
+        if not secret_id and needs_secret:
             raise ConfigError("BROKER_SECRET_ID is required")
         origins = _origins(env)
         delivery = _choice(env, "BROKER_REFRESH_DELIVERY", DELIVERIES)
@@ -84,6 +86,7 @@ class Config(NamedTuple):
             guards_fail_closed=_flag(env, "BROKER_GUARDS_FAIL_CLOSED"),
             secrets_backend=_choice(env, "BROKER_SECRETS_BACKEND", SECRETS_BACKENDS),
             extension_port=_port(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", EXTENSION_PORT),
+            public_url=_public_url(env),
         )
 
 
@@ -107,6 +110,15 @@ def _profile(env: Mapping[str, str]) -> Profile:
         if url:
             check_url(url, name)
     return profile
+
+
+def _public_url(env: Mapping[str, str]) -> str:
+    url = _text(env, "BROKER_PUBLIC_URL").rstrip("/")
+    if url:
+        check_url(url, "BROKER_PUBLIC_URL")
+        if any(char in url for char in "?#@\\"):
+            raise ConfigError("BROKER_PUBLIC_URL is the issuer: no query, fragment, userinfo or backslash")
+    return url
 
 
 def _origins(env: Mapping[str, str]) -> frozenset[str]:

@@ -113,12 +113,12 @@ def check_url(url: str, what: str) -> str:
     host = (parts.host or "").strip("[]")
     if parts.scheme == "https" and host:
         return url
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         return url
     raise ConfigError(f"{what} must be an https:// URL (http:// only for loopback hosts)")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

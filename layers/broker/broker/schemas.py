@@ -4,6 +4,8 @@ They are compiled ahead of time with fastjsonschema (the engine Powertools' vali
 into broker/validators (layers/broker/generate_validators.py, ``make validators``): compiling
 on every call costs milliseconds, and even once per cold start ~7 ms with the import.
 Unknown parameters are allowed (RFC 6749 §3.2: ignored), so no additionalProperties.
+``grant_type`` is not in them: a grant type the route does not serve is RFC 6749's
+``unsupported_grant_type``, checked before the schema (``Grant.check``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ PASSWORD: dict[str, Any] = {
     "type": "object",
     "required": ["username", "password"],
     "properties": {
-        "grant_type": {"const": "password"},
         "username": {**_TEXT, "maxLength": 1024},
         "password": _TEXT,
         "scope": _SCOPE,
@@ -29,7 +30,6 @@ REFRESH: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
     "properties": {
-        "grant_type": {"const": "refresh_token"},
         "refresh_token": _TEXT,
         "scope": _SCOPE,
     },
@@ -40,11 +40,13 @@ EXCHANGE: dict[str, Any] = {
     "type": "object",
 }
 
-# Body mode sends {"refresh_token"}; cookie mode sends nothing (the cookie carries it).
+# Body mode sends RFC 7009's {"token", "token_type_hint"} (or {"refresh_token"}, an alias);
+# cookie mode sends nothing (the cookie carries it).
 LOGOUT: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
     "properties": {
+        "token": _TEXT,
         "refresh_token": _TEXT,
         "token_type_hint": {"type": "string", "maxLength": 64},
     },

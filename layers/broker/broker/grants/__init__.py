@@ -7,5 +7,6 @@ from broker.grants.exchange import ExchangeGrant
 from broker.grants.password import PasswordGrant
 from broker.grants.refresh import RefreshGrant
 from broker.grants.revocation import RevocationGrant
+from broker.grants.token_endpoint import TokenEndpointGrant
 
-__all__ = ["ExchangeGrant", "Grant", "PasswordGrant", "RefreshGrant", "Reply", "RevocationGrant"]
+__all__ = ["ExchangeGrant", "Grant", "PasswordGrant", "RefreshGrant", "Reply", "RevocationGrant", "TokenEndpointGrant"]

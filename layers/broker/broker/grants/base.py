@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
 from broker.client_auth import METHODS
-from broker.errors import ConfigError, InvalidRequest, SchemaViolation, SecretUnavailable
+from broker.errors import ConfigError, InvalidRequest, SchemaViolation, SecretUnavailable, UnsupportedGrantType
+from broker.routes import SERVED_AT
 from broker.scopes import scoped
 from broker.upstream import UpstreamRequest
 
@@ -30,6 +31,21 @@ if TYPE_CHECKING:
 
 Tokens = dict[str, Any]
 Call = Callable[[], Tokens]
+
+# Grant types a description may name when a caller sends one the broker does not serve;
+# any other value is never echoed (it could be anything the caller typed).
+KNOWN_GRANT_TYPES = frozenset(
+    {
+        *SERVED_AT,
+        "authorization_code",
+        "client_credentials",
+        "implicit",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "urn:ietf:params:oauth:grant-type:token-exchange",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "urn:ietf:params:oauth:grant-type:saml2-bearer",
+    }
+)
 
 
 class Reply:
@@ -49,6 +65,8 @@ class Grant:
     name: ClassVar[str]  # the route's grant: its compiled schema (broker.validators) and its log name
     schema: ClassVar[Mapping[str, Any]]
     grant_type: ClassVar[str]  # sent upstream, and the only grant_type the SPA may send
+    # Whether a grant_type the SPA sends must be this grant's (False: the route has no grant_type).
+    checks_grant_type: ClassVar[bool] = True
     forwarded: ClassVar[tuple[str, ...]] = ()  # SPA parameters passed upstream
     sensitive_params: ClassVar[tuple[str, ...]] = ()  # never echoed back, whatever the upstream says
     endpoint: ClassVar[str] = "token_url"  # the profile URL it calls ("" when it needs none)
@@ -90,6 +108,11 @@ class Grant:
 
     def check(self, params: dict[str, str]) -> dict[str, str]:
         """Schema-validate the SPA's parameters; the description names a field, never a value."""
+        sent = params.get("grant_type")
+        if self.checks_grant_type and sent is not None and sent != self.grant_type:
+            raise UnsupportedGrantType(
+                wrong_grant_type(sent, f"This route serves grant_type {self.grant_type!r} only.")
+            )
         try:
             self.validate(params)
         except SchemaViolation as exc:
@@ -101,8 +124,6 @@ class Grant:
         if exc.rule == "required":
             missing = [key for key in self.schema.get("required", ()) if key not in params]
             return f"Missing required parameter: {', '.join(missing)}."
-        if field == "grant_type":
-            return f"grant_type must be {self.grant_type!r} on this route."
         if exc.rule == "maxLength":
             return f"Parameter {field!r} is too long."
         return f"Parameter {field!r} is invalid."
@@ -147,6 +168,15 @@ class Grant:
         return UpstreamRequest(
             str(getattr(profile, self.endpoint)), checked(headers), body, sensitive + credentials(headers)
         )
+
+
+def wrong_grant_type(sent: str, otherwise: str) -> str:
+    """RFC 6749 §5.2 unsupported_grant_type: name the route that serves ``sent``, where one does."""
+    if sent in SERVED_AT:
+        return f"grant_type {sent!r} is served at {SERVED_AT[sent]}."
+    if sent in KNOWN_GRANT_TYPES:
+        return f"grant_type {sent!r} is not served by this broker. {otherwise}"
+    return otherwise
 
 
 def header_keys(profile: Profile) -> frozenset[str]:

@@ -19,6 +19,7 @@ class ExchangeGrant(Grant):
 
     name = "exchange"
     grant_type = "exchange"  # fills a profile's {grant_type} header template; never sent as a field
+    checks_grant_type = False  # the route takes no body
     schema = schemas.EXCHANGE
     endpoint = "exchange_url"
 

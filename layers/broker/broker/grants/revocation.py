@@ -1,4 +1,9 @@
-"""POST /auth/logout: RFC 7009 revocation of the refresh token, and the refresh cookie cleared."""
+"""POST /auth/logout: RFC 7009 revocation, and the refresh cookie cleared.
+
+Body mode takes RFC 7009's ``token`` and optional ``token_type_hint`` (forwarded as given), as
+every OAuth2 library sends them; ``refresh_token`` is an alias. A public client's
+``client_id`` is ignored like any unrecognised parameter.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +30,10 @@ class RevocationGrant(Grant):
     """Revokes at the profile's ``revocation_url`` (when it has one); a failure never blocks the logout."""
 
     name = "logout"
-    grant_type = "refresh_token"  # the token_type_hint sent upstream
+    grant_type = "refresh_token"  # the hint sent with the refresh cookie's (or refresh_token's) token
+    checks_grant_type = False  # RFC 7009 requests have no grant_type
     schema = schemas.LOGOUT
-    sensitive_params = ("refresh_token",)
+    sensitive_params = ("token", "refresh_token")
     endpoint = ""  # a profile without revocation_url only clears the cookie
     csrf_protected = True
     uses_refresh_cookie = True
@@ -43,6 +49,7 @@ class RevocationGrant(Grant):
     def serve(self, broker: TokenBroker, request: Request, params: dict[str, str]) -> Reply:
         cookies: tuple[str, ...] = ()
         token: str | None
+        hint: str | None = self.grant_type
         if broker.config.cookie_mode:
             cookies = (broker.cleared_cookie(),)
             try:
@@ -50,23 +57,33 @@ class RevocationGrant(Grant):
             except BrokerError:
                 token = None  # nothing valid to revoke; the cookie is cleared all the same
         else:
-            token = params.get("refresh_token")
-            if token is None:
-                raise InvalidRequest("Missing required parameter: refresh_token.")
+            token, hint = self.token_and_hint(params)
         if token is not None:
             if broker.guards is not None:  # no twin may receive this session's tokens from now on
                 broker.guards.end_refresh(token, broker.guard_keys(broker.guards))
-            self.revoke(broker, token)
+            self.revoke(broker, token, hint)
         return Reply(200, {}, cookies)
 
-    def revoke(self, broker: TokenBroker, token: str) -> None:
+    def token_and_hint(self, params: dict[str, str]) -> tuple[str, str | None]:
+        """RFC 7009's ``token`` (its hint as given, if any), or the ``refresh_token`` alias."""
+        token, alias = params.get("token"), params.get("refresh_token")
+        if token is not None and alias is not None and token != alias:
+            raise InvalidRequest("Send token or refresh_token, not both.")
+        if token is not None:
+            return token, params.get("token_type_hint")
+        if alias is not None:
+            return alias, params.get("token_type_hint", self.grant_type)
+        raise InvalidRequest("Missing required parameter: token.")
+
+    def revoke(self, broker: TokenBroker, token: str, hint: str | None) -> None:
         """RFC 7009. A failure is logged (never the token) and counted, and the logout goes on."""
         profile = broker.config.profile
         if not profile.revocation_url:
             logger.info("The profile has no revocation_url; the refresh token was not revoked")
             return
         try:
-            answer = send(self.revocation_request(token, broker.secrets.get(), profile), broker.config.upstream_timeout)
+            request = self.revocation_request(token, hint, broker.secrets.get(), profile)
+            answer = send(request, broker.config.upstream_timeout)
         except BrokerError as exc:
             logger.error("Token revocation failed", extra={"error": exc.error, "status": exc.status})
             metrics_count("RevocationFailed")
@@ -75,9 +92,11 @@ class RevocationGrant(Grant):
             logger.error("Token revocation refused", extra={"upstream_status": answer.status})
             metrics_count("RevocationFailed")
 
-    def revocation_request(self, token: str, secret: BrokerSecret, profile: Profile) -> UpstreamRequest:
+    def revocation_request(
+        self, token: str, hint: str | None, secret: BrokerSecret, profile: Profile
+    ) -> UpstreamRequest:
         """RFC 7009 §2.1: the token and its hint, with the client's own credentials, as a form."""
-        fields = {"token": token, "token_type_hint": self.grant_type}
+        fields = {"token": token} if hint is None else {"token": token, "token_type_hint": hint}
         headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
         METHODS[profile.client_auth].apply(fields, headers, secret.values)
         body = urlencode(fields).encode("ascii")

@@ -12,10 +12,21 @@ NoneType = type(None)
 
 def validate(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'properties': {'refresh_token': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'token_type_hint': {'type': 'string', 'maxLength': 64}}}, rule='type')
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'properties': {'token': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'refresh_token': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'token_type_hint': {'type': 'string', 'maxLength': 64}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
         data_keys = set(data.keys())
+        if "token" in data_keys:
+            data_keys.remove("token")
+            data__token = data["token"]
+            if not isinstance(data__token, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".token must be string", value=data__token, name="" + (name_prefix or "data") + ".token", definition={'type': 'string', 'minLength': 1, 'maxLength': 4096}, rule='type')
+            if isinstance(data__token, str):
+                data__token_len = len(data__token)
+                if data__token_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".token must be longer than or equal to 1 characters", value=data__token, name="" + (name_prefix or "data") + ".token", definition={'type': 'string', 'minLength': 1, 'maxLength': 4096}, rule='minLength')
+                if data__token_len > 4096:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".token must be shorter than or equal to 4096 characters", value=data__token, name="" + (name_prefix or "data") + ".token", definition={'type': 'string', 'minLength': 1, 'maxLength': 4096}, rule='maxLength')
         if "refresh_token" in data_keys:
             data_keys.remove("refresh_token")
             data__refreshtoken = data["refresh_token"]

@@ -17,18 +17,13 @@ NoneType = type(None)
 
 def validate(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'required': ['username', 'password'], 'properties': {'grant_type': {'const': 'password'}, 'username': {'type': 'string', 'minLength': 1, 'maxLength': 1024}, 'password': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='type')
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'required': ['username', 'password'], 'properties': {'username': {'type': 'string', 'minLength': 1, 'maxLength': 1024}, 'password': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
         data__missing_keys = set(['username', 'password']) - data.keys()
         if data__missing_keys:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'required': ['username', 'password'], 'properties': {'grant_type': {'const': 'password'}, 'username': {'type': 'string', 'minLength': 1, 'maxLength': 1024}, 'password': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='required')
+            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain " + (str(sorted(data__missing_keys)) + " properties"), value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'required': ['username', 'password'], 'properties': {'username': {'type': 'string', 'minLength': 1, 'maxLength': 1024}, 'password': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='required')
         data_keys = set(data.keys())
-        if "grant_type" in data_keys:
-            data_keys.remove("grant_type")
-            data__granttype = data["grant_type"]
-            if not (isinstance(data__granttype, str) and data__granttype == 'password'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".grant_type must be same as const definition: password", value=data__granttype, name="" + (name_prefix or "data") + ".grant_type", definition={'const': 'password'}, rule='const')
         if "username" in data_keys:
             data_keys.remove("username")
             data__username = data["username"]

@@ -17,15 +17,10 @@ NoneType = type(None)
 
 def validate(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'properties': {'grant_type': {'const': 'refresh_token'}, 'refresh_token': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='type')
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object", value=data, name="" + (name_prefix or "data") + "", definition={'$schema': 'http://json-schema.org/draft-07/schema#', 'type': 'object', 'properties': {'refresh_token': {'type': 'string', 'minLength': 1, 'maxLength': 4096}, 'scope': {'type': 'string', 'maxLength': 1024, 'pattern': '^[\\x21\\x23-\\x5b\\x5d-\\x7e ]*$'}}}, rule='type')
     data_is_dict = isinstance(data, dict)
     if data_is_dict:
         data_keys = set(data.keys())
-        if "grant_type" in data_keys:
-            data_keys.remove("grant_type")
-            data__granttype = data["grant_type"]
-            if not (isinstance(data__granttype, str) and data__granttype == 'refresh_token'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".grant_type must be same as const definition: refresh_token", value=data__granttype, name="" + (name_prefix or "data") + ".grant_type", definition={'const': 'refresh_token'}, rule='const')
         if "refresh_token" in data_keys:
             data_keys.remove("refresh_token")
             data__refreshtoken = data["refresh_token"]
