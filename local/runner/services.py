@@ -83,8 +83,6 @@ def local_profile(upstream_url: str) -> str:
             "token_url": f"{upstream_url}/auth/token/",
             "exchange_url": f"{upstream_url}/auth/exchange/",
             "revocation_url": f"{upstream_url}/auth/revoke/",
-            # what the SPA may ask for: never the upstream's "introspection" (a confidential-client privilege)
-            "scopes": ["read"],
         }
     )
 
