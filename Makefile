@@ -18,7 +18,7 @@ PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 	[ -x "$$p" ] && "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: help venv test unit integration lint format build run invoke bench clean validators
+.PHONY: help venv test unit integration lint format build run invoke bench clean validators sam-local
 
 help:
 	@echo "make run      serve the broker on http://127.0.0.1:3000 (local upstream + Secrets Manager)"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint     ruff, mypy --strict, cfn-lint, sam validate --lint"
 	@echo "make build    sam build"
 	@echo "make invoke   FUNCTION=PasswordFunction EVENT=events/password-json.json"
+	@echo "make sam-local  sam local start-api in Docker against the local upstream (port 3000)"
 	@echo "make bench    the performance benchmark (writes bench/results.local.md; RECORD=1: bench/results.md)"
 	@echo "make validators  recompile the routes' JSON Schemas after editing broker/schemas.py"
 
@@ -64,14 +65,27 @@ $(NODE_STAMP): tests/package.json tests/package-lock.json
 	npm ci --prefix tests --no-audit --no-fund --silent
 	@rm -f tests/node_modules/.installed-*; touch $@
 
-test: venv $(BROWSER) $(NODE_STAMP)
-	$(PY) -m pytest
+# The sam local tests run Docker: the machine's daemon, else a private dockerd (docker.io),
+# and a stand-in for the Lambda image when no registry is reachable (debootstrap).
+DOCKER_TOOLS := /usr/sbin/dockerd /usr/sbin/debootstrap
+$(DOCKER_TOOLS):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's docker.io and debootstrap for the sam local tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; \
+	else echo "The sam local tests need Docker: sudo apt-get install docker.io debootstrap," \
+		"or leave them out: make test PYTEST_ARGS=\"-m 'not samlocal'\""; fi
+
+test: venv $(BROWSER) $(NODE_STAMP) $(DOCKER_TOOLS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit
 
-integration: venv $(BROWSER) $(NODE_STAMP)
-	$(PY) -m pytest tests/integration
+integration: venv $(BROWSER) $(NODE_STAMP) $(DOCKER_TOOLS)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+sam-local: build $(DOCKER_TOOLS)
+	$(PY) -m local.samlocal $(if $(PORT),--port $(PORT))
 
 lint: venv
 	$(VENV)/bin/ruff check .

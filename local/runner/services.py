@@ -65,9 +65,17 @@ def start_moto(supervisor: Supervisor, sink: LogSink) -> str:
     return start_python_service(supervisor, sink, "moto", "local.runner.moto_server")
 
 
-def start_upstream(supervisor: Supervisor, sink: LogSink, state_dir: Path, secret: Mapping[str, str]) -> str:
+def start_upstream(
+    supervisor: Supervisor,
+    sink: LogSink,
+    state_dir: Path,
+    secret: Mapping[str, str],
+    allowed_hosts: Iterable[str] = (),
+) -> str:
     """The django-oauth-toolkit server, seeded with the demo user and the secret's client."""
     arguments = ["--port", "0", "--state-dir", str(state_dir)]
+    for host in allowed_hosts:
+        arguments += ["--allowed-host", host]
     arguments += ["--username", DEMO_USERNAME, "--password", DEMO_PASSWORD]
     for option, key in (("--client-id", "client_id"), ("--client-secret", "client_secret")):
         arguments += [option, secret.get(key) or DEMO_SECRET[key]]

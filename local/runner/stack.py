@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -93,6 +93,7 @@ def local_stack(
     secret: Mapping[str, object],
     needs_upstream: bool,
     state_dir: Path | None = None,
+    upstream_hosts: Sequence[str] = (),
 ) -> Iterator[Stack]:
     """Start moto with the secrets and tables (and the upstream); on exit, stop every process started."""
     supervisor = Supervisor()
@@ -105,7 +106,7 @@ def local_stack(
             if needs_upstream:
                 text_secret = {k: v for k, v in secret.items() if isinstance(v, str)}
                 upstream_dir = state_dir or owned_dir or Path(".")
-                upstream = starting.submit(start_upstream, supervisor, sink, upstream_dir, text_secret)
+                upstream = starting.submit(start_upstream, supervisor, sink, upstream_dir, text_secret, upstream_hosts)
             moto_url = moto.result()
             upstream_url = None if upstream is None else upstream.result()
         secret_ids = app.secret_ids(SECRET_VARIABLE)

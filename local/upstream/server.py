@@ -33,6 +33,7 @@ class Options:
     state_dir: Path | None
     access_token_expire_seconds: int
     quiet: bool
+    allowed_host: list[str]
 
 
 def _loopback(value: str) -> str:
@@ -58,6 +59,8 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--state-dir", type=Path, help="SQLite lives here (default: a temp dir)")
     parser.add_argument("--access-token-expire-seconds", type=int, default=3600)
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    # A relay on another address (the Docker bridge) forwards its callers' Host header.
+    parser.add_argument("--allowed-host", action="append", default=[], help="another Host header to accept")
     return Options(**vars(parser.parse_args(argv)))
 
 
@@ -104,6 +107,7 @@ def _setup_django(options: Options, state_dir: Path) -> Any:
             db_path=state_dir / DB_FILENAME,
             host=options.host,
             access_token_expire_seconds=options.access_token_expire_seconds,
+            allowed_hosts=options.allowed_host,
         )
     )
     django.setup()

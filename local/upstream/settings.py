@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):  # type: ignore[misc]  # D
     iterations = 1000
 
 
-def build(*, db_path: Path, host: str, access_token_expire_seconds: int) -> dict[str, Any]:
+def build(
+    *, db_path: Path, host: str, access_token_expire_seconds: int, allowed_hosts: Sequence[str] = ()
+) -> dict[str, Any]:
     """Return the keyword arguments for ``django.conf.settings.configure``."""
     return {
         "DEBUG": False,
         "SECRET_KEY": secrets.token_urlsafe(50),
-        "ALLOWED_HOSTS": sorted({"127.0.0.1", "localhost", "[::1]", host}),
+        "ALLOWED_HOSTS": sorted({"127.0.0.1", "localhost", "[::1]", host, *allowed_hosts}),
         "ROOT_URLCONF": "local.upstream.urls",
         "INSTALLED_APPS": [
             "django.contrib.contenttypes",
