@@ -16,7 +16,7 @@ from typing import Any
 
 from broker import sealing
 from broker.errors import BrokerError, CallerRejected, RefreshInProgress, SharedError
-from broker.observability import logger
+from broker.observability import logger, metrics_count
 from broker.state_table import Call, Clock, Conflict, GuardKeys, StateTable, TableFault, item_digest
 
 LEASE_SECONDS = 10.0  # a claim outlives no Lambda invocation (the function timeout)
@@ -90,6 +90,7 @@ class SingleFlight:
         while True:
             sealed = current.get("outcome", {}).get("B")
             if sealed is not None:
+                metrics_count("SingleFlightShares")
                 try:
                     return replay(open_outcome(keys, key, sealed))
                 except TableFault as exc:  # sealed under a key rotated since, or tampered with
