@@ -71,9 +71,9 @@ def test_the_5xx_alarm_is_a_rate_and_the_lockout_alarm_a_tunable_spike() -> None
 
 
 def dashboard_body() -> dict[str, Any]:
-    template, variables = resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"], {}
+    template = resources()["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(template, str)
-    values = {"AWS::Region": "us-east-1", "AWS::StackName": "token-broker", "Stage": "v1", **variables}
+    values = {"AWS::Region": "us-east-1", "AWS::StackName": "token-broker", "Stage": "v1"}
     text = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], template)
     body: dict[str, Any] = json.loads(text)
     return body
