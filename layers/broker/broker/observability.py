@@ -9,7 +9,7 @@ Lambda ships to CloudWatch Logs, which turns them into metrics; no API call is e
 namespace comes from POWERTOOLS_METRICS_NAMESPACE, the ``service`` dimension from
 POWERTOOLS_SERVICE_NAME (the stack's name, so two stacks in one account never mix). Importing
 them costs nothing more: ``aws_lambda_powertools`` loads its metrics module with the Logger.
-The metric names are docs/observability.md's; the template's alarms and dashboard use them.
+The metric names are listed in docs/deploy.md (Monitoring); the template's alarms and dashboard use them.
 
 Nothing secret is ever passed to the logger or a metric: they name what happened, never a value
 the user, the secret or the upstream supplied. Events are never logged (``log_event=False``,
