@@ -213,3 +213,16 @@ def test_a_shared_refresh_is_counted(
     # Then one SingleFlightShares count is emitted
     (metric,) = stdout_metrics(capsys.readouterr().out)
     assert metric["SingleFlightShares"] == [1.0]
+
+
+def test_without_a_namespace_a_guard_event_never_fails_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+    guards: Guards,
+    upstream: Upstream,  # noqa: F811 - the fixtures imported above
+) -> None:
+    # Given a process without the template's environment (no POWERTOOLS_METRICS_NAMESPACE)
+    monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE")
+    first = guards.single_flight(REFRESH_TOKEN, KEYS, upstream.refresh)
+    # When a twin is served the shared outcome (which counts SingleFlightShares)
+    # Then it still gets the tokens
+    assert guards.single_flight(REFRESH_TOKEN, KEYS, upstream.refresh) == first
