@@ -217,8 +217,8 @@ def test_a_shared_refresh_is_counted(
 
 def test_without_a_namespace_a_guard_event_never_fails_the_request(
     monkeypatch: pytest.MonkeyPatch,
-    guards: Guards,
-    upstream: Upstream,  # noqa: F811 - the fixtures imported above
+    guards: Guards,  # noqa: F811 - the fixtures imported above
+    upstream: Upstream,  # noqa: F811
 ) -> None:
     # Given a process without the template's environment (no POWERTOOLS_METRICS_NAMESPACE)
     monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE")
