@@ -125,3 +125,16 @@ bench: build
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Deploy and delete a named environment of samconfig.toml (docs/deploy.md). The environment's
+# parameters (in <env>.global) reach sam build too, so Architecture=arm64 builds arm64 wheels.
+.PHONY: deploy delete
+deploy: venv
+	@[ -n "$(ENV)" ] || { echo "Usage: make deploy ENV=<an environment of samconfig.toml, e.g. bakrypt-testnet>"; exit 1; }
+	$(PY) -m local.samconfig '$(ENV)'
+	$(VENV)/bin/sam build --config-env '$(ENV)'
+	$(VENV)/bin/sam deploy --config-env '$(ENV)'
+
+delete: venv
+	@[ -n "$(ENV)" ] || { echo "Usage: make delete ENV=<an environment of samconfig.toml>"; exit 1; }
+	$(VENV)/bin/sam delete --config-env '$(ENV)'

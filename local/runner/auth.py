@@ -26,8 +26,9 @@ BAD_SIGNATURE = HttpResponse.message(
     403,
     "The request signature we calculated does not match the signature you provided.",
     "InvalidSignatureException",
+    "INVALID_SIGNATURE",
 )
-FORBIDDEN = HttpResponse.message(403, "Forbidden", "ForbiddenException")
+FORBIDDEN = HttpResponse.message(403, "Forbidden", "ForbiddenException", "INVALID_API_KEY")
 
 
 def check(auth: str, request: HttpRequest, api_key: str) -> HttpResponse | None:

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -47,19 +47,36 @@ class HttpResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    # API Gateway's own answer (not a function's): its gateway response type, whose headers
+    # the template may set (GatewayResponses; DEFAULT_4XX/DEFAULT_5XX when the type has none).
+    gateway_type: str | None = None
 
     @classmethod
-    def message(cls, status: int, message: str, error_type: str | None = None) -> HttpResponse:
+    def message(cls, status: int, message: str, error_type: str | None = None, gateway_type: str = "") -> HttpResponse:
         """API Gateway's own answer: ``{"message": ...}``."""
         headers = [("Content-Type", "application/json")]
         if error_type:
             headers.append(("x-amzn-ErrorType", error_type))
-        return cls(status, headers, json.dumps({"message": message}).encode())
+        kind = gateway_type or f"DEFAULT_{status // 100}XX"
+        return cls(status, headers, json.dumps({"message": message}).encode(), kind)
+
+    def with_gateway_headers(self, responses: Mapping[str, Sequence[tuple[str, str]]]) -> HttpResponse:
+        """The headers the template's gateway responses add (a function's own answer: unchanged)."""
+        if self.gateway_type is None:
+            return self
+        fallback = f"DEFAULT_{self.status // 100}XX"
+        added = responses.get(self.gateway_type, responses.get(fallback, ()))
+        present = {name.lower() for name, _ in self.headers}
+        return replace(self, headers=[*self.headers, *((n, v) for n, v in added if n.lower() not in present)])
 
 
-INTERNAL_ERROR = HttpResponse.message(502, "Internal server error")
-MISSING_TOKEN = HttpResponse.message(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
-TOO_LARGE = HttpResponse.message(413, "Request Too Long")
+# Bad gateway: what API Gateway answers when the integration (the function) fails.
+INTERNAL_ERROR = HttpResponse.message(502, "Internal server error", gateway_type="DEFAULT_5XX")
+# An unknown resource, or a method the resource does not have (TRACE, or any other).
+MISSING_TOKEN = HttpResponse.message(
+    403, "Missing Authentication Token", "MissingAuthenticationTokenException", "MISSING_AUTHENTICATION_TOKEN"
+)
+TOO_LARGE = HttpResponse.message(413, "Request Too Long", gateway_type="REQUEST_TOO_LARGE")
 
 
 def _is_text(content_type: str | None) -> bool:

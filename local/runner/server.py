@@ -130,13 +130,20 @@ class _Handler(BaseHTTPRequestHandler):
             response = TOO_LARGE
         else:
             response, request_id, function = self.server.dispatch(request)
-        self._write(response, request_id)
+        self._write(response.with_gateway_headers(self.server.app.gateway_responses), request_id)
         elapsed = (time.monotonic() - started) * 1000
         target = self.path.split("?", 1)[0]  # a query string may carry a token: never logged
         served_by = f" ({function})" if function else ""
         self.server.sink.line("runner", f"{self.command} {target} -> {response.status}{served_by} {elapsed:.0f} ms")
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, made-up ones) is API Gateway's business too: a 403
+        # for a method no resource has, never http.server's 501 HTML page.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

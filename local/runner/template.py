@@ -31,6 +31,7 @@ PSEUDO_PARAMETERS: dict[str, Any] = {
 }
 FUNCTION_TYPE = "AWS::Serverless::Function"
 LAYER_TYPE = "AWS::Serverless::LayerVersion"
+API_TYPE = "AWS::Serverless::Api"
 TABLE_TYPES = ("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable")
 _SIMPLE_TABLE_TYPES = {"String": "S", "Number": "N", "Binary": "B"}
 
@@ -93,6 +94,8 @@ class App:
     routes: tuple[Route, ...]
     skipped: Mapping[str, str] = field(default_factory=dict)  # functions that cannot run here, and why
     tables: tuple[Table, ...] = ()
+    # The API's GatewayResponses: response type -> the headers API Gateway adds to its own errors.
+    gateway_responses: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def route_for(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         # Literal paths win over parameterised ones, as in API Gateway.
@@ -152,7 +155,20 @@ def load_app(template_path: Path, overrides: Mapping[str, str] | None = None) ->
         for name, resource in resolver.resources.items()
         if resource.get("Type") in TABLE_TYPES and resolver.included(resource)
     )
-    return App(functions, tuple(routes), skipped, tables)
+    return App(functions, tuple(routes), skipped, tables, gateway_responses(resolver))
+
+
+def gateway_responses(resolver: Resolver) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The first API's ``GatewayResponses`` headers, their values unquoted ('no-store' -> no-store)."""
+    api: Mapping[str, Any] = next(
+        (r for r in resolver.resources.values() if r.get("Type") == API_TYPE and resolver.included(r)), {}
+    )
+    declared = resolver.resolve((api.get("Properties") or {}).get("GatewayResponses")) or {}
+    found: dict[str, tuple[tuple[str, str], ...]] = {}
+    for kind, response in declared.items():
+        headers = ((response or {}).get("ResponseParameters") or {}).get("Headers") or {}
+        found[str(kind)] = tuple((str(name), str(value).strip("'")) for name, value in headers.items())
+    return found
 
 
 def route_auth(resolver: Resolver, event: dict[str, Any]) -> str:

@@ -265,7 +265,7 @@ def test_template_resolution_of_the_real_template() -> None:
     assert separate.functions["ExchangeFunction"].environment["BROKER_SECRET_ID"] == "exchange/secret"
     assert separate.functions["PasswordFunction"].environment["BROKER_SECRET_ID"] == "token-broker/client"
     password = defaults.functions["PasswordFunction"]
-    assert password.environment["POWERTOOLS_SERVICE_NAME"] == "token-broker"
+    assert password.environment["POWERTOOLS_SERVICE_NAME"] == "token-broker-local"  # the stack name
     assert password.timeout == 10
     assert password.memory_size == 256
     assert [d.name for d in password.layer_dirs] == ["broker"]  # unbuilt: the ContentUri itself

@@ -94,9 +94,9 @@ def test_sam_local_invoke_answers_each_event(invoked: dict[str, tuple[str, dict[
     function, result, stderr = invoked[event]
     status, body = result["statusCode"], result.get("body") or ""
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
-    # Then the answer is the broker's: never a 500, always no-store JSON
+    # Then the answer is the broker's: never a 500, always JSON, no-store (the metadata: cacheable)
     assert 200 <= status < 500, (function, result, stderr[-2000:])
-    assert headers["cache-control"] == "no-store"
+    assert headers["cache-control"] == ("public, max-age=3600" if function == "MetadataFunction" else "no-store")
     assert headers["content-type"] == "application/json"
     parsed = json.loads(body) if body else {}
     if event in EXPECTED:

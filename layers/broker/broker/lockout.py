@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.errors import CallerRejected, TooManyAttempts
-from broker.observability import logger
+from broker.observability import logger, metrics_count
 from broker.state_table import Call, Clock, Conflict, GuardKeys, StateTable, TableFault, item_digest
 
 WINDOW_SECONDS = 900  # the brute-force window (fixed windows: the key holds the window number)
@@ -179,6 +179,7 @@ class Lockout:
 
     def _too_many(self, which: str, window_end: int, now: float) -> TooManyAttempts:
         logger.warning("Login refused: too many failed attempts", extra={"limit": which})
+        metrics_count("Lockouts")
         return TooManyAttempts(retry_after=str(max(1, math.ceil(window_end - now))))
 
 

@@ -15,7 +15,7 @@ from broker.answers import interpret
 from broker.config import Config
 from broker.errors import BrokerError, CallerRejected, ClientRejected, CsrfRejected, InvalidRequest, OriginNotAllowed
 from broker.http import Cors, Request, error_response, json_response, parse_event, parse_params, preflight_response
-from broker.observability import logger
+from broker.observability import logger, request_finished
 from broker.secrets import BrokerSecret, SecretStore, fetcher_for
 from broker.upstream import send
 
@@ -63,6 +63,7 @@ class TokenBroker:
         except Exception:
             # A bug, not a user error. The traceback names code, never request values.
             logger.exception("Unexpected failure")
+            self._log(BrokerError.status, BrokerError.error, started)
             return error_response(BrokerError(), request, self.cors)
         self._log(reply.status, None, started)
         return json_response(reply.status, reply.body, request, self.cors, cookies=reply.cookies)
@@ -126,13 +127,7 @@ class TokenBroker:
 
     def _log(self, status: int, error: str | None, started: float) -> None:
         duration = round((time.perf_counter() - started) * 1000, 2)
-        fields: dict[str, Any] = {"grant": self.grant.name, "status": status, "duration_ms": duration}
-        if error:
-            fields["error"] = error
-        if status >= 500:
-            logger.warning("Token request failed", extra=fields)
-        else:
-            logger.info("Token request finished", extra=fields)
+        request_finished(self.grant.name, status, error, duration)  # the log line and the request's metrics
 
 
 def check_csrf(request: Request) -> None:

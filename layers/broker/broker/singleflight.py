@@ -21,7 +21,7 @@ from typing import Any
 
 from broker import sealing
 from broker.errors import BrokerError, CallerRejected, GuardsUnavailable, RefreshInProgress, SharedError
-from broker.observability import logger
+from broker.observability import logger, metrics_count
 from broker.state_table import Call, Clock, Conflict, GuardKeys, StateTable, TableFault, item_digest
 
 LEASE_SECONDS = 10.0  # a claim outlives no Lambda invocation (the function timeout)
@@ -133,6 +133,7 @@ class SingleFlight:
         while True:
             sealed = current.get("outcome", {}).get("B")
             if sealed is not None:
+                metrics_count("SingleFlightShares")
                 try:
                     return open_outcome(keys, key, sealed)
                 except TableFault as exc:  # sealed under a key rotated since, or tampered with

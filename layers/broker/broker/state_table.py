@@ -23,7 +23,7 @@ from typing import Any
 
 from broker import sealing
 from broker.errors import GuardsUnavailable, SecretUnavailable
-from broker.observability import logger
+from broker.observability import logger, metrics_count
 from broker.secrets import BrokerSecret, botocore_session, decode_broker_keys
 
 BREAKER_SECONDS = 10.0  # after the table did not answer, skip it this long
@@ -153,6 +153,4 @@ class StateTable:
 
 
 def count_unavailable() -> None:
-    from broker.observability import metrics_count  # noqa: PLC0415 - failure path only
-
     metrics_count("GuardsUnavailable")

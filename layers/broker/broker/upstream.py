@@ -22,7 +22,7 @@ from urllib3.exceptions import (
 )
 
 from broker.errors import UpstreamFailure, UpstreamTimeout
-from broker.observability import logger
+from broker.observability import logger, upstream_timed
 from broker.snapstart import after_restore
 
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -100,13 +100,15 @@ def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
     alarm = _install_alarm()  # a no-op check unless something replaced the handler
     if alarm:
         signal.setitimer(signal.ITIMER_REAL, timeout)
+    started = time.monotonic()
     try:
-        return _send(request, time.monotonic() + timeout)
+        return _send(request, started + timeout)
     except _DeadlinePassed as exc:
         raise UpstreamTimeout() from exc
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        upstream_timed(time.monotonic() - started)
 
 
 def _send(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
