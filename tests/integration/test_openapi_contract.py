@@ -37,14 +37,25 @@ def contract_broker(built_template: Path, tmp_path_factory: pytest.TempPathFacto
         yield running
 
 
+# A GET with no body and no parameter but Origin (the metadata document) has nothing to make
+# invalid: negative generation cannot produce a case for it.
+CASES = [
+    (path, method, mode)
+    for path, method in OPERATIONS
+    for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    if not (method == "GET" and mode == schemathesis.GenerationMode.NEGATIVE)
+]
+
+
 def test_every_documented_operation_is_exercised() -> None:
-    assert len(OPERATIONS) == 8
-    assert {method for _, method in OPERATIONS} == {"POST", "OPTIONS"}
+    assert {(path, method) for path, method, _ in CASES} == set(OPERATIONS)
+    assert {method for _, method in OPERATIONS} == {"POST", "OPTIONS", "GET"}
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
-@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+@pytest.mark.parametrize(
+    ("path", "method", "mode"), CASES, ids=[f"{mode.value}-{method} {path}" for path, method, mode in CASES]
+)
 def test_every_answer_is_as_documented(
     contract_broker: LocalBroker, path: str, method: str, mode: schemathesis.GenerationMode
 ) -> None:

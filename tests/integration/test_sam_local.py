@@ -226,16 +226,27 @@ def exchanges(base: str) -> list[tuple[str, tuple[int, dict[str, str], Any]]]:
     return answers
 
 
+# API Gateway's own answers (no route matched): `sam local start-api` does not apply the
+# template's gateway responses (their Cache-Control and CORS headers); the runner does, as
+# API Gateway does. A documented limit of SAM's (docs/local-runner.md).
+GATEWAY_ANSWERS = {"unknown-path", "unrouted-method"}
+GATEWAY_RESPONSE_HEADERS = {"cache-control", "access-control-allow-origin", "vary"}
+
+
 def test_start_api_and_the_local_runner_answer_alike(api: str, broker: LocalBroker) -> None:
     # Given the same requests, in the same order, through SAM and through `make run`'s runner
     # When each answers
     through_sam, through_runner = exchanges(api), exchanges(broker.url)
     # Then status, headers and body agree, tokens and dates aside
-    differences = [
-        (name, sam_answer, runner_answer)
-        for (name, sam_answer), (_, runner_answer) in zip(through_sam, through_runner, strict=True)
-        if sam_answer != runner_answer
-    ]
+    differences = []
+    for (name, sam_answer), (_, runner_answer) in zip(through_sam, through_runner, strict=True):
+        compared = runner_answer
+        if name in GATEWAY_ANSWERS:
+            assert runner_answer[1]["cache-control"] == "no-store"  # the template's gateway responses
+            headers = {k: v for k, v in runner_answer[1].items() if k not in GATEWAY_RESPONSE_HEADERS}
+            compared = (runner_answer[0], headers, runner_answer[2])
+        if sam_answer != compared:
+            differences.append((name, sam_answer, compared))
     assert differences == [], "\n".join(f"{n}:\n  sam:    {s}\n  runner: {r}" for n, s, r in differences)
 
 

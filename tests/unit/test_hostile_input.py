@@ -239,7 +239,8 @@ def test_non_ascii_credentials_reach_the_upstream_byte_exact(
         st.sampled_from(
             ["client_id", "client_secret", "grant_type", "token_url", "GRANT_TYPE", "url", "Authorization"]
         ),
-        st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=20),
+        # NUL and lone surrogates are refused with 400 (test_security.py, the property above)
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=20),
         min_size=1,
     )
 )
