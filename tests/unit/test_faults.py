@@ -123,9 +123,7 @@ def test_a_connection_that_never_opened_is_retried_once(
     real_request = broker.upstream._request
     attempts: list[str] = []
 
-    def flaky(
-        method: str, request: broker.upstream.UpstreamRequest, deadline: float
-    ) -> broker.upstream.UpstreamAnswer:
+    def flaky(method: str, request: broker.upstream.UpstreamRequest, deadline: float) -> broker.upstream.UpstreamAnswer:
         attempts.append(request.url)
         if len(attempts) == 1:
             raise NewConnectionError(None, "refused")  # type: ignore[arg-type]  # the pool passes a connection
