@@ -65,9 +65,12 @@ def start_moto(supervisor: Supervisor, sink: LogSink) -> str:
     return start_python_service(supervisor, sink, "moto", "local.runner.moto_server")
 
 
-def start_upstream(supervisor: Supervisor, sink: LogSink, state_dir: Path, secret: Mapping[str, str]) -> str:
-    """The django-oauth-toolkit server, seeded with the demo user and the secret's client."""
-    arguments = ["--port", "0", "--state-dir", str(state_dir)]
+def start_upstream(
+    supervisor: Supervisor, sink: LogSink, state_dir: Path, secret: Mapping[str, str], oidc: bool = False
+) -> str:
+    """The django-oauth-toolkit server, seeded with the demo user and the secret's client
+    (with ``oidc``: for the authorization code flow, with OpenID Connect)."""
+    arguments = ["--port", "0", "--state-dir", str(state_dir), *(["--oidc"] if oidc else [])]
     arguments += ["--username", DEMO_USERNAME, "--password", DEMO_PASSWORD]
     for option, key in (("--client-id", "client_id"), ("--client-secret", "client_secret")):
         arguments += [option, secret.get(key) or DEMO_SECRET[key]]
@@ -75,8 +78,10 @@ def start_upstream(supervisor: Supervisor, sink: LogSink, state_dir: Path, secre
     return start_python_service(supervisor, sink, "upstream", "local.upstream", arguments)
 
 
-def local_profile(upstream_url: str) -> str:
-    """``BROKER_PROFILE`` for the local upstream: the bakrypt dialect on loopback URLs."""
+def local_profile(upstream_url: str, oidc: bool = False) -> str:
+    """``BROKER_PROFILE`` for the local upstream: the bakrypt dialect on loopback URLs (with ``oidc``,
+    its issuer for discovery, and the scope the code flow asks for)."""
+    code_flow = {"issuer": f"{upstream_url}/o", "default_scope": "read profile email"} if oidc else {}
     return json.dumps(
         {
             "preset": "bakrypt",
@@ -85,6 +90,7 @@ def local_profile(upstream_url: str) -> str:
             "revocation_url": f"{upstream_url}/auth/revoke/",
             # what the SPA may ask for: never the upstream's "introspection" (a confidential-client privilege)
             "scopes": ["read"],
+            **code_flow,
         }
     )
 

@@ -293,6 +293,21 @@ def test_session_without_a_valid_cookie_is_401_invalid_token(
         assert body_of(response)["error"] == "invalid_token"
 
 
+def test_session_needs_x_csrf_and_refuses_an_unlisted_origin(
+    load_app: AppLoader, keyed_secret: SecretsManager, upstream: Upstream, context: FakeContext
+) -> None:
+    cookie = f"{COOKIE_NAME}={jar().seal(ISSUED['refresh_token'], {'sub': 'user-1'})}"
+    app = load_app("session", **code_env(upstream))
+    event = with_cookie(load_event("session"), cookie)
+    assert body_of(app.lambda_handler(event, context)) == {"claims": {"sub": "user-1"}}
+    no_csrf = {**event, "headers": {k: v for k, v in event["headers"].items() if k != "X-CSRF"}}
+    no_csrf["multiValueHeaders"] = {k: [v] for k, v in no_csrf["headers"].items()}
+    assert app.lambda_handler(no_csrf, context)["statusCode"] == 403
+    elsewhere = {**event, "headers": {**event["headers"], "Origin": "https://evil.example"}}
+    elsewhere["multiValueHeaders"] = {k: [v] for k, v in elsewhere["headers"].items()}
+    assert app.lambda_handler(elsewhere, context)["statusCode"] == 403
+
+
 def test_logout_in_the_code_flow_offers_the_end_session_url(
     load_app: AppLoader, keyed_secret: SecretsManager, upstream: Upstream, context: FakeContext
 ) -> None:
