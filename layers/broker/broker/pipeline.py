@@ -40,7 +40,8 @@ class TokenBroker:
     def __init__(self, grant: Grant, config: Config, secrets: SecretStore | None = None) -> None:
         self.grant = grant
         self.config = config
-        grant.check_profile(config.profile)
+        if grant.flow is None or grant.flow in config.login_flows:  # a route that is off only answers 404
+            grant.check_profile(config.profile)
         grant.validate  # noqa: B018 - load this route's compiled schema now, in the init phase
         self.cors = Cors(config.allowed_origins, credentials=config.cookie_mode)
         required = set(grant.secret_keys(config.profile))
