@@ -4,6 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV := .venv
+comma := ,
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt layers/broker/requirements.txt | cksum | cut -d' ' -f1)
 
@@ -25,6 +26,7 @@ help:
 	@echo "              PROFILE=bakrypt-testnet SECRET=secret.json  to use a real upstream"
 	@echo "              ORIGINS=http://localhost:5173,http://localhost:8080  the SPA origins allowed"
 	@echo "              DELIVERY=cookie  BFF mode (the demo SPA at / follows the mode)"
+	@echo "              FLOW=code  sign in with the authorization code flow (OIDC, PKCE; cookie mode)"
 	@echo "make test     every test (unit + integration through the Lambda emulator)"
 	@echo "make lint     ruff, mypy --strict, cfn-lint, sam validate --lint"
 	@echo "make build    sam build"
@@ -106,7 +108,7 @@ format: venv
 build: venv
 	$(VENV)/bin/sam build --cached
 
-RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(PORT),--port $(PORT)) $(if $(ORIGINS),--origins '$(ORIGINS)')
+RUN_ARGS := $(if $(PROFILE),--profile '$(PROFILE)') $(if $(SECRET),--secret-file '$(SECRET)') $(if $(DELIVERY),--env BROKER_REFRESH_DELIVERY=$(DELIVERY)) $(if $(FLOW),--env BROKER_LOGIN_FLOWS=$(FLOW) $(if $(filter code,$(subst $(comma), ,$(FLOW))),$(if $(DELIVERY),,--env BROKER_REFRESH_DELIVERY=cookie))) $(if $(PORT),--port $(PORT)) $(if $(ORIGINS),--origins '$(ORIGINS)')
 run: build
 	$(PY) -m local.runner --no-build $(RUN_ARGS)
 

@@ -33,6 +33,9 @@ ROUTES: Mapping[str, Mapping[str, Any]] = {
     "refresh_token": schemas.REFRESH,
     "exchange": schemas.EXCHANGE,
     "logout": schemas.LOGOUT,
+    "authorize": schemas.AUTHORIZE,
+    "callback": schemas.CALLBACK,
+    "session": schemas.SESSION,
 }
 EXCEPTION_IMPORT = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException"
 OWN_EXCEPTION = "from broker.errors import SchemaViolation as JsonSchemaValueException"

@@ -26,6 +26,8 @@ from local.runner.template import App, TemplateError, load_app
 BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
 ORIGINS_VARIABLE = "BROKER_ALLOWED_ORIGINS"
 DELIVERY_VARIABLE = "BROKER_REFRESH_DELIVERY"
+FLOWS_VARIABLE = "BROKER_LOGIN_FLOWS"
+REDIRECT_VARIABLE = "BROKER_REDIRECT_URI"
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,18 @@ def same_site_origins(url: str) -> list[str]:
     return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
 
 
+def code_flow(app: App) -> bool:
+    """Whether any function runs the authorization code flow (the local upstream then speaks OIDC)."""
+    return any("code" in f.environment.get(FLOWS_VARIABLE, "").split(",") for f in app.functions.values())
+
+
 def serve(options: Options, sink: LogSink) -> None:
     app, needs_upstream = configure(load(options), profile=options.profile, env=options.env)
     secret = read_secret_file(options.secret_file)
-    with local_stack(app, sink, secret=secret, needs_upstream=needs_upstream, state_dir=options.state_dir) as stack:
+    oidc = code_flow(app)
+    with local_stack(
+        app, sink, secret=secret, needs_upstream=needs_upstream, state_dir=options.state_dir, oidc=oidc
+    ) as stack:
         for name, reason in stack.app.skipped.items():
             sink.line("runner", f"{name} skipped: {reason}")
         for function in stack.app.functions.values():
@@ -199,12 +209,15 @@ def serve(options: Options, sink: LogSink) -> None:
         environments = {
             name: lambda_environment(function, stack.services_env) for name, function in stack.app.functions.items()
         }
-        server = BrokerServer(options.port, stack.app, {}, sink, spa_delivery(stack.app, environments))
+        server = BrokerServer(options.port, stack.app, {}, sink, spa_delivery(stack.app, environments), oidc)
         # The runner serves the demo SPA itself (GET /), so its own origin is an allowed one.
         own_origins = same_site_origins(server.url)
         for name, function in stack.app.functions.items():
             environment = environments[name]
             environment[ORIGINS_VARIABLE] = ",".join(dict.fromkeys([*allowed_origins(environment), *own_origins]))
+            if oidc and not environment.get(REDIRECT_VARIABLE):
+                # The events name the stage in their path; the runner serves at the root.
+                environment[REDIRECT_VARIABLE] = f"{server.url}/auth/callback"
             server.pools[name] = EmulatorPool(function, environment, stack.supervisor, sink, options.max_concurrency)
         pools = server.pools
         thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)

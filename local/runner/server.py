@@ -36,11 +36,12 @@ class _TooLarge(Exception):
 _DELIVERY_BLOCK = re.compile(r"<!-- delivery: (\w+) -->(.*?)<!-- /delivery -->", re.DOTALL)
 
 
-def render_page(html: str, delivery: str) -> str:
-    """The demo SPA as served: only the blocks written for ``delivery``, and ``{{delivery}}`` filled in,
-    so the page never describes a mode the broker is not running in."""
-    kept = _DELIVERY_BLOCK.sub(lambda block: block.group(2) if block.group(1) == delivery else "", html)
-    return kept.replace("{{delivery}}", delivery)
+def render_page(html: str, delivery: str, code_flow: bool = False) -> str:
+    """The demo SPA as served: only the blocks written for ``delivery`` (and for the code flow when it
+    is on), and ``{{delivery}}`` filled in, so the page never describes a mode the broker is not running in."""
+    kept = {delivery, "code"} if code_flow else {delivery}
+    page = _DELIVERY_BLOCK.sub(lambda block: block.group(2) if block.group(1) in kept else "", html)
+    return page.replace("{{delivery}}", delivery)
 
 
 class BrokerServer(ThreadingHTTPServer):
@@ -49,8 +50,15 @@ class BrokerServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, port: int, app: App, pools: dict[str, EmulatorPool], sink: LogSink, refresh_delivery: str = "body"
+        self,
+        port: int,
+        app: App,
+        pools: dict[str, EmulatorPool],
+        sink: LogSink,
+        refresh_delivery: str = "body",
+        code_flow: bool = False,
     ) -> None:
+        self.code_flow = code_flow  # the SPA's "Sign in with the authorization server" button
         self.app = app
         self.pools = pools
         self.sink = sink
@@ -101,7 +109,7 @@ class BrokerServer(ThreadingHTTPServer):
         content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
         headers = [("Content-Type", content_type), ("Cache-Control", "no-store")]
         if content_type == "text/html":
-            page = render_page(file.read_text(encoding="utf-8"), self.refresh_delivery)
+            page = render_page(file.read_text(encoding="utf-8"), self.refresh_delivery, self.code_flow)
             return HttpResponse(200, [("Content-Type", "text/html; charset=utf-8"), headers[1]], page.encode())
         return HttpResponse(200, headers, file.read_bytes())
 

@@ -71,9 +71,11 @@ def start_upstream(
     state_dir: Path,
     secret: Mapping[str, str],
     allowed_hosts: Iterable[str] = (),
+    oidc: bool = False,
 ) -> str:
-    """The django-oauth-toolkit server, seeded with the demo user and the secret's client."""
-    arguments = ["--port", "0", "--state-dir", str(state_dir)]
+    """The django-oauth-toolkit server, seeded with the demo user and the secret's client
+    (with ``oidc``: for the authorization code flow, with OpenID Connect)."""
+    arguments = ["--port", "0", "--state-dir", str(state_dir), *(["--oidc"] if oidc else [])]
     for host in allowed_hosts:
         arguments += ["--allowed-host", host]
     arguments += ["--username", DEMO_USERNAME, "--password", DEMO_PASSWORD]
@@ -83,14 +85,17 @@ def start_upstream(
     return start_python_service(supervisor, sink, "upstream", "local.upstream", arguments)
 
 
-def local_profile(upstream_url: str) -> str:
-    """``BROKER_PROFILE`` for the local upstream: the bakrypt dialect on loopback URLs."""
+def local_profile(upstream_url: str, oidc: bool = False) -> str:
+    """``BROKER_PROFILE`` for the local upstream: the bakrypt dialect on loopback URLs (with ``oidc``,
+    its issuer for discovery, and the scope the code flow asks for)."""
+    code_flow = {"issuer": f"{upstream_url}/o", "default_scope": "read profile email"} if oidc else {}
     return json.dumps(
         {
             "preset": "bakrypt",
             "token_url": f"{upstream_url}/auth/token/",
             "exchange_url": f"{upstream_url}/auth/exchange/",
             "revocation_url": f"{upstream_url}/auth/revoke/",
+            **code_flow,
         }
     )
 

@@ -94,6 +94,7 @@ def local_stack(
     needs_upstream: bool,
     state_dir: Path | None = None,
     upstream_hosts: Sequence[str] = (),
+    oidc: bool = False,
 ) -> Iterator[Stack]:
     """Start moto with the secrets and tables (and the upstream); on exit, stop every process started."""
     supervisor = Supervisor()
@@ -106,7 +107,9 @@ def local_stack(
             if needs_upstream:
                 text_secret = {k: v for k, v in secret.items() if isinstance(v, str)}
                 upstream_dir = state_dir or owned_dir or Path(".")
-                upstream = starting.submit(start_upstream, supervisor, sink, upstream_dir, text_secret, upstream_hosts)
+                upstream = starting.submit(
+                    start_upstream, supervisor, sink, upstream_dir, text_secret, upstream_hosts, oidc
+                )
             moto_url = moto.result()
             upstream_url = None if upstream is None else upstream.result()
         secret_ids = app.secret_ids(SECRET_VARIABLE)
@@ -115,7 +118,7 @@ def local_stack(
         for table in app.tables:
             create_table(moto_url, table)
         if upstream_url is not None:
-            profile = local_profile(upstream_url)
+            profile = local_profile(upstream_url, oidc)
             functions = {
                 name: replace(f, environment={**f.environment, PROFILE_VARIABLE: profile})
                 for name, f in app.functions.items()

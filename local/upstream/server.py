@@ -34,6 +34,7 @@ class Options:
     access_token_expire_seconds: int
     quiet: bool
     allowed_host: list[str]
+    oidc: bool
 
 
 def _loopback(value: str) -> str:
@@ -61,6 +62,12 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
     # A relay on another address (the Docker bridge) forwards its callers' Host header.
     parser.add_argument("--allowed-host", action="append", default=[], help="another Host header to accept")
+    parser.add_argument(
+        "--oidc",
+        action="store_true",
+        help="OpenID Connect and the authorization code flow (PKCE, RS256, a login page, RP-initiated logout) "
+        "for the seeded client, in place of the password grant",
+    )
     return Options(**vars(parser.parse_args(argv)))
 
 
@@ -108,6 +115,7 @@ def _setup_django(options: Options, state_dir: Path) -> Any:
             host=options.host,
             access_token_expire_seconds=options.access_token_expire_seconds,
             allowed_hosts=options.allowed_host,
+            oidc=options.oidc,
         )
     )
     django.setup()
@@ -130,15 +138,22 @@ def _seed(options: Options) -> None:
     service.set_unusable_password()
     service.save()
     application_model = get_application_model()
+    grant = application_model.GRANT_AUTHORIZATION_CODE if options.oidc else application_model.GRANT_PASSWORD
     application_model.objects.update_or_create(
         client_id=options.client_id,
         defaults={
             "name": "demo confidential client",
             "client_type": application_model.CLIENT_CONFIDENTIAL,
-            "authorization_grant_type": application_model.GRANT_PASSWORD,
+            "authorization_grant_type": grant,
             # Plain text here; DOT's ClientSecretField hashes it on save.
             "client_secret": options.client_secret,
             "hash_client_secret": True,
+            # The code flow: loopback URIs match on any port (RFC 8252 §7.3), so any local
+            # runner's /auth/callback is registered; the demo user is not asked to consent.
+            "redirect_uris": "http://127.0.0.1/auth/callback",
+            "post_logout_redirect_uris": "http://127.0.0.1/",
+            "algorithm": application_model.RS256_ALGORITHM if options.oidc else application_model.NO_ALGORITHM,
+            "skip_authorization": True,
         },
     )
     views.runtime.client_id = options.client_id

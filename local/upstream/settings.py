@@ -21,9 +21,73 @@ class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):  # type: ignore[misc]  # D
 
 
 def build(
-    *, db_path: Path, host: str, access_token_expire_seconds: int, allowed_hosts: Sequence[str] = ()
+    *,
+    db_path: Path,
+    host: str,
+    access_token_expire_seconds: int,
+    allowed_hosts: Sequence[str] = (),
+    oidc: bool = False,
 ) -> dict[str, Any]:
     """Return the keyword arguments for ``django.conf.settings.configure``."""
+    settings = _base(db_path, host, access_token_expire_seconds, allowed_hosts)
+    return with_oidc(settings) if oidc else settings
+
+
+def with_oidc(settings: dict[str, Any]) -> dict[str, Any]:
+    """OpenID Connect on: an RS256 key made at start, discovery and JWKS (DOT's own views), PKCE
+    required, a login page (Django's, with sessions), RP-initiated logout."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    provider = settings["OAUTH2_PROVIDER"]
+    return {
+        **settings,
+        "INSTALLED_APPS": [*settings["INSTALLED_APPS"], "django.contrib.sessions"],
+        "MIDDLEWARE": [
+            *settings["MIDDLEWARE"],
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ],
+        "MIGRATION_MODULES": {**settings["MIGRATION_MODULES"], "sessions": None},
+        "TEMPLATES": [
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "OPTIONS": {"loaders": [("django.template.loaders.locmem.Loader", TEMPLATES)]},
+            }
+        ],
+        "LOGIN_URL": "/accounts/login/",
+        "OAUTH2_PROVIDER": {
+            **provider,
+            "OIDC_ENABLED": True,
+            "OIDC_RSA_PRIVATE_KEY": pem.decode(),
+            "PKCE_REQUIRED": True,
+            "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+            "SCOPES": {**provider["SCOPES"], "openid": "OpenID Connect", "profile": "Profile", "email": "Email"},
+            "OAUTH2_VALIDATOR_CLASS": "local.upstream.oidc.ClaimsValidator",
+        },
+    }
+
+
+# The login page (Django's LoginView) and the logout confirmation (DOT's RP-initiated logout).
+TEMPLATES = {
+    "registration/login.html": (
+        "<!doctype html><title>Local upstream: sign in</title><h1>Sign in to the local upstream</h1>"
+        '<form method="post">{% csrf_token %}{{ form.as_p }}'
+        '<input type="hidden" name="next" value="{{ next }}"><button id="sign-in">Sign in</button></form>'
+    ),
+    "oauth2_provider/logout_confirm.html": (
+        "<!doctype html><title>Local upstream: sign out</title><h1>Sign out of the local upstream?</h1>"
+        '<form method="post">{% csrf_token %}{{ form.as_p }}<button name="allow" value="1" id="sign-out">'
+        "Sign out</button></form>"
+    ),
+}
+
+
+def _base(
+    db_path: Path, host: str, access_token_expire_seconds: int, allowed_hosts: Sequence[str] = ()
+) -> dict[str, Any]:
     return {
         "DEBUG": False,
         "SECRET_KEY": secrets.token_urlsafe(50),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.urls import re_path
+from django.contrib.auth.views import LoginView
+from django.urls import include, path, re_path
 from oauth2_provider.views import IntrospectTokenView, RevokeTokenView, TokenView
 
 from local.upstream import views
@@ -13,6 +14,9 @@ urlpatterns = [
     re_path(r"^auth/introspect/?$", IntrospectTokenView.as_view(), name="introspect"),
     re_path(r"^auth/exchange/?$", views.exchange, name="exchange"),
     re_path(r"^auth/userinfo/?$", views.userinfo, name="userinfo"),
+    # OpenID Connect (with --oidc): authorize, token, JWKS, discovery, RP-initiated logout under /o/.
+    path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
+    path("accounts/login/", LoginView.as_view(), name="login"),
     re_path(r"^_control/client-secret/?$", views.control_client_secret, name="control-secret"),
     re_path(r"^_control/exchange-token/?$", views.control_exchange_token, name="control-exchange"),
     re_path(r"^_control/stats/?$", views.control_stats, name="control-stats"),

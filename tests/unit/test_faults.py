@@ -120,16 +120,16 @@ def test_a_connection_that_never_opened_is_retried_once(
     context: FakeContext,
 ) -> None:
     # Given a first connection attempt that is refused (the request certainly never left)
-    real_post = broker.upstream._post
+    real_request = broker.upstream._request
     attempts: list[str] = []
 
-    def flaky(request: broker.upstream.UpstreamRequest, deadline: float) -> broker.upstream.UpstreamAnswer:
+    def flaky(method: str, request: broker.upstream.UpstreamRequest, deadline: float) -> broker.upstream.UpstreamAnswer:
         attempts.append(request.url)
         if len(attempts) == 1:
             raise NewConnectionError(None, "refused")  # type: ignore[arg-type]  # the pool passes a connection
-        return real_post(request, deadline)
+        return real_request(method, request, deadline)
 
-    monkeypatch.setattr(broker.upstream, "_post", flaky)
+    monkeypatch.setattr(broker.upstream, "_request", flaky)
     status, _, _ = call(load_app, context, faulty.url + "/ok")
     assert status == 200
     assert len(attempts) == 2

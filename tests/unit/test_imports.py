@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import ROOT
 
-NEVER = ("aws_xray_sdk", "boto3", "s3transfer", "requests", "cryptography", "fastjsonschema")
+NEVER = ("aws_xray_sdk", "boto3", "s3transfer", "requests", "cryptography", "fastjsonschema", "jwt")
 # Powertools' package __init__ imports its logging, metrics and tracing modules (the Tracer
 # class, not an instance: X-Ray stays unloaded). Anything beyond those is a broad import.
 POWERTOOLS_ALLOWED = ("logging", "metrics", "tracing", "shared", "package_logger", "exceptions", "warnings")
@@ -39,7 +39,7 @@ def broad_powertools(modules: set[str]) -> list[str]:
 SDK = ("botocore",)
 
 
-def modules_after_import(function: str, backend: str) -> set[str]:
+def modules_after_import(function: str, backend: str, **extra: str) -> set[str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BROKER_", "POWERTOOLS_", "AWS_"))},
         "PYTHONPATH": str(ROOT / "layers" / "broker"),
@@ -51,6 +51,7 @@ def modules_after_import(function: str, backend: str) -> set[str]:
         "BROKER_ALLOWED_ORIGINS": "http://localhost:5173",
         "BROKER_SECRETS_BACKEND": backend,
         "POWERTOOLS_SERVICE_NAME": "token-broker",
+        **extra,
     }
     # As in the Lambda runtime, which has neither pyOpenSSL nor awscrt (this venv does, through
     # moto and sam-cli, and botocore imports them when present).
@@ -88,6 +89,30 @@ def test_extension_backend_never_imports_the_sdk(function: str) -> None:
     # Powertools' user-agent hook imports the bare ``botocore`` package (a few ms, no client):
     # nothing of the SDK's machinery may follow.
     assert sorted(m for m in modules if m.startswith(tuple(f"{sdk}." for sdk in SDK))) == []
+    assert broad_powertools(modules) == []
+
+
+CODE_FLOW = {
+    "BROKER_REFRESH_DELIVERY": "cookie",
+    "BROKER_LOGIN_FLOWS": "password,code",
+    "BROKER_PROFILE": '{"preset": "bakrypt", "issuer": "http://127.0.0.1:9/issuer"}',
+}
+
+
+@pytest.mark.parametrize("function", ["password", "refresh", "exchange", "logout"])
+def test_the_existing_routes_never_import_the_jose_library_even_with_the_code_flow_on(function: str) -> None:
+    modules = modules_after_import(function, "extension", **CODE_FLOW)
+    assert sorted(m for m in modules if m.split(".")[0] == "jwt") == []
+
+
+@pytest.mark.parametrize(("function", "jose"), [("authorize", False), ("callback", True), ("session", False)])
+def test_only_the_callback_imports_the_jose_library(function: str, jose: bool) -> None:
+    # Given the code flow on (its routes refuse to start without it), nothing fetched at import
+    modules = modules_after_import(function, "sdk", **CODE_FLOW)
+    assert ("jwt" in modules) is jose
+    assert (
+        sorted(m for m in modules if m.split(".")[0] in NEVER and m.split(".")[0] not in ("jwt", "cryptography")) == []
+    )
     assert broad_powertools(modules) == []
 
 

@@ -17,7 +17,16 @@ from samtranslator.translator.transform import transform
 
 from tests.support import ROOT
 
-FUNCTIONS = ("PasswordFunction", "RefreshFunction", "ExchangeFunction", "LogoutFunction", "TokenFunction")
+FUNCTIONS = (
+    "PasswordFunction",
+    "RefreshFunction",
+    "ExchangeFunction",
+    "LogoutFunction",
+    "TokenFunction",
+    "AuthorizeFunction",
+    "CallbackFunction",
+    "SessionFunction",
+)
 BASIC_EXECUTION = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 # Each function's item actions on the guards' table, and the key prefix each is confined to.
@@ -141,7 +150,9 @@ def test_the_guards_table_is_on_demand_expiring_recoverable_and_encrypted() -> N
 
 
 def test_login_and_refresh_cannot_read_a_separate_exchange_secret() -> None:
-    for function in ("PasswordFunction", "RefreshFunction", "LogoutFunction", "TokenFunction"):
+    for function in FUNCTIONS:
+        if function == "ExchangeFunction":
+            continue
         names = {secret_name_of(s["Resource"]) for s in role_statements(function) if "secretsmanager" in str(s)}
         assert names == {"ClientSecretName"}
     exchange = json.dumps(role_statements("ExchangeFunction"))

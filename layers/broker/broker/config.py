@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from broker.errors import ConfigError
-from broker.profiles import Profile, check_url, parse_profile
+from broker.profiles import URL_KEYS, Profile, check_url, parse_profile
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -26,6 +26,12 @@ REFRESH_GRACE = 30.0
 EXTENSION_PORT = 2773  # the AWS Parameters and Secrets Lambda Extension's default
 SECRETS_BACKENDS = ("sdk", "extension")
 DELIVERIES = ("body", "cookie")
+LOGIN_FLOWS = ("password", "code")
+DEFAULT_LOGIN_FLOWS = "password"
+SESSION_CLAIMS = ("sub", "name", "email", "preferred_username")
+LOGIN_COOKIE_MAX_AGE = 600  # the code flow's login cookie: one trip to the upstream's login page and back
+JWKS_REFETCH_INTERVAL = 60.0  # an unknown kid refetches the JWKS at most this often
+ID_TOKEN_LEEWAY = 60  # seconds of clock skew tolerated on the ID token's exp and iat
 
 
 class Config(NamedTuple):
@@ -51,6 +57,11 @@ class Config(NamedTuple):
     extension_port: int = EXTENSION_PORT
     # The API's public base URL for the discovery document; empty: taken from each request.
     public_url: str = ""
+    # The authorization code flow (needs cookie mode).
+    login_flows: frozenset[str] = frozenset({DEFAULT_LOGIN_FLOWS})
+    redirect_uri: str = ""  # empty: the API's own /auth/callback, from the request
+    session_claims: tuple[str, ...] = SESSION_CLAIMS
+    first_origin: str = ""  # where a callback without a return_to sends the browser
 
     @property
     def cookie_mode(self) -> bool:
@@ -66,6 +77,12 @@ class Config(NamedTuple):
         delivery = _choice(env, "BROKER_REFRESH_DELIVERY", DELIVERIES)
         if delivery == "cookie" and not origins:
             raise ConfigError("cookie mode needs BROKER_ALLOWED_ORIGINS (the CSRF defence checks Origin)")
+        flows = _flows(env)
+        if "code" in flows and delivery != "cookie":
+            raise ConfigError("the code flow (BROKER_LOGIN_FLOWS=code) needs BROKER_REFRESH_DELIVERY=cookie")
+        redirect_uri = _text(env, "BROKER_REDIRECT_URI")
+        if redirect_uri:
+            check_url(redirect_uri, "BROKER_REDIRECT_URI")
         return cls(
             secret_id=secret_id,
             profile=_profile(env),
@@ -87,6 +104,10 @@ class Config(NamedTuple):
             secrets_backend=_choice(env, "BROKER_SECRETS_BACKEND", SECRETS_BACKENDS),
             extension_port=_port(env, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", EXTENSION_PORT),
             public_url=_public_url(env),
+            login_flows=flows,
+            redirect_uri=redirect_uri,
+            session_claims=_names(env, "BROKER_SESSION_CLAIMS") or SESSION_CLAIMS,
+            first_origin=_first_origin(env),
         )
 
 
@@ -105,7 +126,7 @@ def _profile(env: Mapping[str, str]) -> Profile:
         token_url=_text(env, "BROKER_TOKEN_URL") or profile.token_url,
         exchange_url=_text(env, "BROKER_EXCHANGE_URL") or profile.exchange_url,
     )
-    for name in ("token_url", "exchange_url", "revocation_url"):
+    for name in URL_KEYS:
         url = getattr(profile, name)
         if url:
             check_url(url, name)
@@ -127,6 +148,21 @@ def _origins(env: Mapping[str, str]) -> frozenset[str]:
     if "*" in origins or "null" in origins:
         raise ConfigError("BROKER_ALLOWED_ORIGINS lists exact origins; '*' and 'null' are not allowed")
     return origins
+
+
+def _first_origin(env: Mapping[str, str]) -> str:
+    return next((o.strip().rstrip("/") for o in env.get("BROKER_ALLOWED_ORIGINS", "").split(",") if o.strip()), "")
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item.strip() for item in env.get(name, "").split(",") if item.strip()))
+
+
+def _flows(env: Mapping[str, str]) -> frozenset[str]:
+    flows = frozenset(_names(env, "BROKER_LOGIN_FLOWS") or (DEFAULT_LOGIN_FLOWS,))
+    if flows - set(LOGIN_FLOWS):
+        raise ConfigError(f"BROKER_LOGIN_FLOWS lists some of: {', '.join(LOGIN_FLOWS)}")
+    return flows
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:

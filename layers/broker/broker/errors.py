@@ -113,6 +113,21 @@ class CsrfRejected(InvalidRequest):
     status = 403
 
 
+class RouteOff(InvalidRequest):
+    """A route of a login flow this deployment does not offer (``BROKER_LOGIN_FLOWS``)."""
+
+    status = 404
+    default_description = "This login flow is not enabled on this deployment."
+
+
+class InvalidToken(BrokerError):
+    """No valid session (``/auth/session``): RFC 6750's code, as a protected resource answers."""
+
+    status = 401
+    error = "invalid_token"
+    default_description = "There is no valid session; sign in again."
+
+
 class UnsupportedGrantType(InvalidRequest):
     """A ``grant_type`` this route does not serve (RFC 6749 §5.2)."""
 

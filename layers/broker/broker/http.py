@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,7 +28,7 @@ PREFLIGHT_HEADERS = "Content-Type, Authorization, X-CSRF"
 class Request:
     """The parts of an API Gateway event the broker reads."""
 
-    __slots__ = ("body", "cookie_headers", "headers", "method", "source_ip")
+    __slots__ = ("body", "cookie_headers", "headers", "method", "query", "source_ip", "url")
 
     def __init__(
         self,
@@ -37,7 +37,10 @@ class Request:
         body: bytes,
         source_ip: str,
         cookie_headers: tuple[str, ...] = (),
+        query: Mapping[str, Any] | None = None,  # API Gateway's query string map (broker.navigation)
+        url: str = "",  # https://{domainName}{requestContext.path}: the URL the browser called
     ) -> None:
+        self.query, self.url = query or {}, url
         self.method = method
         self.headers = headers
         self.body = body
@@ -65,12 +68,16 @@ def parse_event(event: Mapping[str, Any]) -> Request:
     context = event.get("requestContext")
     identity = context.get("identity") if isinstance(context, Mapping) else None
     source_ip = identity.get("sourceIp") if isinstance(identity, Mapping) else None
+    domain, path = (context.get("domainName"), context.get("path")) if isinstance(context, Mapping) else ("", "")
+    url = f"https://{domain}{path}" if isinstance(domain, str) and domain and isinstance(path, str) else ""
     return Request(
         method.upper() if isinstance(method, str) else "",
         headers,
         _body(event),
         source_ip if isinstance(source_ip, str) else "",
         cookies,
+        event.get("multiValueQueryStringParameters") or event.get("queryStringParameters") or {},
+        url,
     )
 
 
@@ -135,7 +142,10 @@ def parse_params(request: Request) -> dict[str, str]:
         text = request.body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest("The request body is not valid UTF-8.") from exc
-    pairs = _json_pairs(text) if content_type == JSON_TYPE else _form_pairs(text)
+    return collect(_json_pairs(text) if content_type == JSON_TYPE else _form_pairs(text))
+
+
+def collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in pairs:
@@ -267,14 +277,14 @@ def error_response(
     return json_response(error.status, body, request, cors, extra, cookies)
 
 
-def preflight_response(request: Request, cors: Cors) -> dict[str, Any]:
+def preflight_response(request: Request, cors: Cors, methods: tuple[str, ...] = ("POST",)) -> dict[str, Any]:
     """CORS preflight: 204 for an allowed origin, 403 otherwise."""
     if request.origin not in cors.origins:
         return error_response(OriginNotAllowed(), request, cors)
     headers = {
         **_NO_STORE,
         **cors.headers(request),
-        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Methods": ", ".join((*methods, "OPTIONS")),
         "Access-Control-Allow-Headers": PREFLIGHT_HEADERS,
         "Access-Control-Max-Age": "600",
     }

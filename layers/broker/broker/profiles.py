@@ -28,8 +28,11 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset({"authorization", "content-type", "content-length", "host", "transfer-encoding"})
 # Fields a grant may send upstream; a profile may rename them (or drop one with null).
 REQUEST_FIELDS = frozenset(
-    {"grant_type", "username", "password", "refresh_token", "scope", "client_id", "client_secret"}
-)
+    {"grant_type", "username", "password", "refresh_token", "scope", "client_id", "client_secret", "code",
+     "redirect_uri", "code_verifier"}
+)  # fmt: skip
+# The URLs a profile may hold; each is checked at cold start (``check_url``).
+URL_KEYS = ("token_url", "exchange_url", "revocation_url", "issuer", "authorization_url", "jwks_url", "end_session_url")
 # The RFC 6749 §5.1 names the broker returns; upstream camelCase forms are recognised too.
 RESPONSE_FIELDS = ("access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token")
 _CAMEL_RESPONSE = {"accessToken": "access_token", "tokenType": "token_type", "expiresIn": "expires_in",
@@ -64,6 +67,16 @@ class Profile(NamedTuple):
     scopes: tuple[str, ...] = ()
     # Sent when the SPA requests none (space-separated).
     default_scope: str | None = None
+    # The authorization code flow: OIDC discovery from ``issuer``, or the explicit URLs.
+    issuer: str | None = None
+    authorization_url: str | None = None
+    jwks_url: str | None = None
+    end_session_url: str | None = None
+
+    @property
+    def oidc(self) -> bool:
+        """An OpenID Connect upstream: the code flow asks for ``openid`` and validates the ID token."""
+        return bool(self.issuer or self.jwks_url)
 
     def placeholders(self) -> frozenset[str]:
         return frozenset(name for value in self.headers.values() for name in _PLACEHOLDER.findall(value))
@@ -235,4 +248,8 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = {
     "response_fields": _response_fields,
     "scopes": _scopes,
     "default_scope": _default_scope,
+    "issuer": _url("issuer"),
+    "authorization_url": _url("authorization_url"),
+    "jwks_url": _url("jwks_url"),
+    "end_session_url": _url("end_session_url"),
 }

@@ -51,3 +51,25 @@ LOGOUT: dict[str, Any] = {
         "token_type_hint": {"type": "string", "maxLength": 64},
     },
 }
+
+# The code flow: GET query strings (broker.navigation). /auth/session reads nothing.
+AUTHORIZE: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"return_to": {"type": "string", "maxLength": 2048}},
+}
+
+CALLBACK: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "code": _TEXT,
+        "state": {"type": "string", "maxLength": 512},
+        "error": {"type": "string", "maxLength": 128},
+    },
+}
+
+SESSION: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+}

@@ -91,7 +91,17 @@ after_restore(POOL.clear)
 
 
 def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
-    """POST once; retry once only if the connection was never made (refused, DNS).
+    """POST once; retry once only if the connection was never made (refused, DNS)."""
+    return _call("POST", request, timeout)
+
+
+def get(url: str, timeout: float) -> UpstreamAnswer:
+    """GET a JSON document (OIDC discovery, JWKS) with the same pool, deadline and size limit."""
+    return _call("GET", UpstreamRequest(url, {"Accept": "application/json"}, None), timeout)
+
+
+def _call(method: str, request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
+    """One call, a retry only if the connection was never made.
 
     Socket timeouts bound each read; an upstream that trickles its status line and headers
     a byte at a time would pass every one of them. So in Lambda's main thread an interval
@@ -102,7 +112,7 @@ def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     started = time.monotonic()
     try:
-        return _send(request, started + timeout)
+        return _send(method, request, started + timeout)
     except _DeadlinePassed as exc:
         raise UpstreamTimeout() from exc
     finally:
@@ -111,10 +121,10 @@ def send(request: UpstreamRequest, timeout: float) -> UpstreamAnswer:
         upstream_timed(time.monotonic() - started)
 
 
-def _send(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
+def _send(method: str, request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     for attempt in (1, 2):
         try:
-            return _post(request, deadline)
+            return _request(method, request, deadline)
         except NewConnectionError as exc:  # before ConnectTimeoutError: it is a subclass
             if attempt == 2 or deadline - time.monotonic() <= 0:
                 raise UpstreamFailure("Could not connect to the upstream authorization server.") from exc
@@ -128,10 +138,10 @@ def _send(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _post(request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
+def _request(method: str, request: UpstreamRequest, deadline: float) -> UpstreamAnswer:
     remaining = max(deadline - time.monotonic(), 0.001)
     response = POOL.urlopen(
-        "POST",
+        method,
         request.url,
         body=request.body,
         headers=dict(request.headers),

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from broker.client_auth import METHODS
 from broker.errors import ConfigError, InvalidRequest, SchemaViolation, SecretUnavailable, UnsupportedGrantType
+from broker.http import parse_params
 from broker.routes import SERVED_AT
 from broker.scopes import scoped
 from broker.upstream import UpstreamRequest
@@ -51,12 +52,15 @@ KNOWN_GRANT_TYPES = frozenset(
 class Reply:
     """What a grant answers: the pipeline turns it into the API Gateway response."""
 
-    __slots__ = ("body", "cookies", "status")
+    __slots__ = ("body", "cookies", "location", "status")
 
-    def __init__(self, status: int, body: Mapping[str, Any], cookies: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, status: int, body: Mapping[str, Any], cookies: tuple[str, ...] = (), location: str | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.cookies = cookies
+        self.location = location  # a 302 to this URL (the code flow's browser navigations)
 
 
 class Grant:
@@ -76,6 +80,9 @@ class Grant:
     uses_refresh_cookie: ClassVar[bool] = False
     # The profile's default_scope is sent when the SPA asks for none (broker.scopes).
     uses_default_scope: ClassVar[bool] = False
+    methods: ClassVar[tuple[str, ...]] = ("POST",)  # the HTTP methods the route serves
+    # The login flow the route belongs to (BROKER_LOGIN_FLOWS); off, the route answers 404.
+    flow: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self._validate: Callable[[Any], Any] | None = None
@@ -105,6 +112,10 @@ class Grant:
         return self._validate
 
     # -- per request ------------------------------------------------------------------------
+
+    def read_params(self, request: Request) -> dict[str, str]:
+        """The caller's parameters: the body's (a GET route reads its query string)."""
+        return parse_params(request)
 
     def check(self, params: dict[str, str]) -> dict[str, str]:
         """Schema-validate the SPA's parameters; the description names a field, never a value."""
@@ -137,8 +148,13 @@ class Grant:
         guards = broker.guards
         tokens = call() if guards is None else self.guarded(guards, broker.guard_keys(guards), request, params, call)
         if broker.config.cookie_mode and self.uses_refresh_cookie and "refresh_token" in tokens:
-            return Reply(200, tokens, (broker.refresh_cookie(tokens.pop("refresh_token")),))
+            claims = self.cookie_claims(broker, request)
+            return Reply(200, tokens, (broker.refresh_cookie(tokens.pop("refresh_token"), claims),))
         return Reply(200, tokens)
+
+    def cookie_claims(self, broker: TokenBroker, request: Request) -> Mapping[str, Any]:
+        """The session claims the new refresh cookie carries (a refresh keeps the old cookie's)."""
+        return {}
 
     def prepare(self, broker: TokenBroker, request: Request, params: dict[str, str]) -> dict[str, str]:
         """The parameters the upstream request is built from (a grant may add to them)."""

@@ -26,6 +26,7 @@ class PasswordGrant(Grant):
     sensitive_params = ("password",)
     uses_refresh_cookie = True
     uses_default_scope = True
+    flow = "password"
 
     def check(self, params: dict[str, str]) -> dict[str, str]:
         params = super().check(params)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker import schemas
 from broker.errors import InvalidRequest
@@ -37,6 +37,9 @@ class RefreshGrant(Grant):
         if "refresh_token" not in params:
             raise InvalidRequest("Missing required parameter: refresh_token.")
         return params
+
+    def cookie_claims(self, broker: TokenBroker, request: Request) -> Mapping[str, Any]:
+        return broker.cookie_session(request)[1] if broker.config.cookie_mode else {}
 
     def guarded(
         self, guards: Guards, keys: GuardKeys | None, request: Request, params: Mapping[str, str], call: Call

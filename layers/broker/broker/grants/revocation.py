@@ -62,7 +62,26 @@ class RevocationGrant(Grant):
             if broker.guards is not None:  # no twin may receive this session's tokens from now on
                 broker.guards.end_refresh(token, broker.guard_keys(broker.guards))
             self.revoke(broker, token, hint)
-        return Reply(200, {}, cookies)
+        return Reply(200, self.end_session(broker, request), cookies)
+
+    def end_session(self, broker: TokenBroker, request: Request) -> dict[str, str]:
+        """The code flow: the upstream's end-session URL for the SPA to navigate to (OIDC RP-initiated
+        logout), back to the calling origin afterwards. Never blocks the logout."""
+        if "code" not in broker.config.login_flows or request.origin is None:
+            return {}
+        from broker.navigation import with_params  # noqa: PLC0415 - code flow only
+        from broker.oidc_discovery import endpoints  # noqa: PLC0415 - code flow only
+
+        try:
+            found = endpoints(broker.config.profile, broker.config.upstream_timeout)
+            client_id = broker.secrets.get().values.get("client_id", "")
+        except BrokerError as exc:
+            logger.error("The upstream's end-session endpoint is unknown", extra={"error": exc.error})
+            return {}
+        if not found.end_session_url:
+            return {}
+        params = {"client_id": client_id, "post_logout_redirect_uri": f"{request.origin}/"}
+        return {"end_session_url": with_params(found.end_session_url, params)}
 
     def token_and_hint(self, params: dict[str, str]) -> tuple[str, str | None]:
         """RFC 7009's ``token`` (its hint as given, if any), or the ``refresh_token`` alias."""
