@@ -91,3 +91,46 @@ def test_other_methods_and_unlisted_origins_are_refused(load_app: AppLoader, con
 def test_an_unfit_public_url_fails_the_cold_start(url: str, load_app: AppLoader) -> None:
     with pytest.raises(ConfigError):
         load_app("metadata", BROKER_PUBLIC_URL=url)
+
+
+def event_at(path: str) -> dict[str, Any]:
+    """The metadata event as API Gateway sends it for ``path`` on the v1 stage."""
+    event = load_event("metadata", resource=path, path=path)
+    event["requestContext"] = {**event["requestContext"], "resourcePath": path, "path": f"/v1{path}"}
+    return event
+
+
+CODE_FLOW = {
+    "BROKER_SECRET_ID": "",
+    "BROKER_REFRESH_DELIVERY": "cookie",
+    "BROKER_LOGIN_FLOWS": "code",
+    "BROKER_PROFILE": json.dumps({"token_url": "https://idp.example/token", "issuer": "https://idp.example"}),
+}
+
+
+def test_with_the_code_flow_on_the_document_lists_it_and_drops_a_password_grant_that_is_off(
+    load_app: AppLoader, context: FakeContext
+) -> None:
+    # Given a deployment that signs in with the code flow only (RFC 10017)
+    app = load_app("metadata", **CODE_FLOW)
+
+    # When a client fetches the document, at either well-known name
+    answers = [
+        app.lambda_handler(event_at(path), context)
+        for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
+    ]
+
+    # Then both hold the same document: authorization_code with S256, and no password grant
+    assert [a["statusCode"] for a in answers] == [200, 200]
+    first, second = (body_of(a) for a in answers)
+    assert first == second
+    assert first["grant_types_supported"] == ["refresh_token", "authorization_code"]
+    assert first["authorization_endpoint"] == f"{DEPLOYED}/auth/authorize"
+    assert (first["response_types_supported"], first["code_challenge_methods_supported"]) == (["code"], ["S256"])
+
+
+def test_the_openid_configuration_is_404_while_the_code_flow_is_off(load_app: AppLoader, context: FakeContext) -> None:
+    app = load_app("metadata", BROKER_SECRET_ID="")
+    path = "/.well-known/openid-configuration"
+    response = app.lambda_handler(event_at(path), context)
+    assert (response["statusCode"], body_of(response)["error"]) == (404, "invalid_request")

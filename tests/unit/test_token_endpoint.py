@@ -235,3 +235,19 @@ def test_logout_without_one_token_is_invalid_request(
     assert body_of(response)["error"] == "invalid_request"
     assert fragment in body_of(response)["error_description"]
     assert httpserver.log == []
+
+
+def test_with_the_password_flow_off_the_token_endpoint_refuses_the_password_grant(
+    load_app: AppLoader, secrets_manager: SecretsManager, httpserver: HTTPServer, context: FakeContext
+) -> None:
+    # Given a deployment that signs in with the code flow only (RFC 10017: no password grant)
+    secrets_manager.put({**DEMO_SECRET, "broker_keys": ["a" * 43]})
+    profile = json.dumps({"preset": "bakrypt", "issuer": "https://idp.example"})
+    app = load_app("token", BROKER_REFRESH_DELIVERY="cookie", BROKER_LOGIN_FLOWS="code", BROKER_PROFILE=profile)
+
+    # When a library sends a password grant to the one token endpoint
+    response = app.lambda_handler(load_event("token-password-form"), context)
+
+    # Then it is unsupported_grant_type, and the upstream never sees the password
+    assert (response["statusCode"], body_of(response)["error"]) == (400, "unsupported_grant_type")
+    assert httpserver.log == []

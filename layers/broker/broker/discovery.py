@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.config import Config
-from broker.errors import BrokerError, InvalidRequest, OriginNotAllowed
+from broker.errors import BrokerError, InvalidRequest, OriginNotAllowed, RouteOff
 from broker.http import Cors, error_response, json_response, parse_event
 from broker.observability import logger
 from broker.profiles import is_loopback
-from broker.routes import LOGOUT, SERVED_AT, TOKEN_ENDPOINT
+from broker.routes import AUTHORIZE, LOGOUT, OPENID_CONFIGURATION, SERVED_AT, TOKEN_ENDPOINT
 
 # The document changes only with a deployment: clients and caches may keep it for an hour.
 CACHE_CONTROL = "public, max-age=3600"
@@ -28,19 +28,31 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?
 _BASE_PATH = re.compile(r"^(?:/[A-Za-z0-9._~-]+)*$")
 
 
-def metadata(base_url: str, scopes: tuple[str, ...]) -> dict[str, Any]:
-    """RFC 8414 §2. No authorization endpoint, so no response type: ``response_types_supported``
-    (a required member) is empty rather than naming a flow a client would then try."""
-    return {
+def metadata(base_url: str, config: Config) -> dict[str, Any]:
+    """RFC 8414 §2, for the flows this deployment has on (``BROKER_LOGIN_FLOWS``).
+
+    Without the code flow there is no authorization endpoint, so no response type:
+    ``response_types_supported`` (a required member) is empty rather than naming a flow a client
+    would then try. With it, ``/auth/authorize`` is the endpoint (a BFF login: it takes
+    ``return_to`` and runs PKCE itself, docs/code-flow.md)."""
+    flows = config.login_flows
+    grant_types = [name for name in SERVED_AT if name != "password" or "password" in flows]
+    document: dict[str, Any] = {
         "issuer": base_url,
         "token_endpoint": f"{base_url}{TOKEN_ENDPOINT}",
         "revocation_endpoint": f"{base_url}{LOGOUT}",
-        "grant_types_supported": list(SERVED_AT),
+        "grant_types_supported": grant_types,
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": list(scopes),
+        "scopes_supported": list(config.profile.scopes),
     }
+    if "code" in flows:
+        document["grant_types_supported"] = [*grant_types, "authorization_code"]
+        document["authorization_endpoint"] = f"{base_url}{AUTHORIZE}"
+        document["response_types_supported"] = ["code"]
+        document["code_challenge_methods_supported"] = ["S256"]
+    return document
 
 
 def base_url(event: Mapping[str, Any], headers: Mapping[str, str], configured: str) -> str:
@@ -78,7 +90,9 @@ class MetadataEndpoint:
                 raise OriginNotAllowed()
             if request.method != "GET":
                 raise InvalidRequest("Only GET is supported on this route.")
-            document = metadata(base_url(event, request.headers, self.config.public_url), self.config.profile.scopes)
+            if event.get("resource") == OPENID_CONFIGURATION and "code" not in self.config.login_flows:
+                raise RouteOff()
+            document = metadata(base_url(event, request.headers, self.config.public_url), self.config)
         except BrokerError as exc:
             self._log(exc.status, started)
             return error_response(exc, request, self.cors)

@@ -80,6 +80,9 @@ class TokenEndpointGrant(Grant):
 
     def serve(self, broker: TokenBroker, request: Request, params: dict[str, str]) -> Reply:
         grant = self.grant_for(params)
+        if grant.flow is not None and grant.flow not in broker.config.login_flows:
+            # BROKER_LOGIN_FLOWS turned the password grant off (RFC 10017): not here either
+            raise UnsupportedGrantType(f"grant_type {grant.grant_type!r} is turned off in this deployment.")
         if broker.config.cookie_mode and grant.csrf_protected:
             from broker.pipeline import check_csrf  # noqa: PLC0415 - the pipeline imports the grants' types
 
