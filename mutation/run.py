@@ -12,7 +12,7 @@ Writes mutation/report.md (the kill rate, every survivor with its diff, the equi
 mutants with their reasons from mutation/equivalent.toml) and prints the kill rate. Run from
 the repo root:
 
-    .venv/bin/python mutation/run.py [--jobs 2] [--keep] [--output mutation/report.md]
+    .venv/bin/python mutation/run.py [--jobs 2] [--keep] [--output mutation/report.md] [GLOB...]
 """
 
 from __future__ import annotations
@@ -216,15 +216,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (the machine has 2 cores)")
     parser.add_argument("--keep", action="store_true", help="reuse .mutation/ (mutmut re-tests changed functions)")
     parser.add_argument("--output", type=Path, default=ROOT / "mutation" / "report.md")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last run in .mutation/")
     parser.add_argument("only", nargs="*", help="mutmut name globs, e.g. 'broker.http.x__body*' (default: all)")
     args = parser.parse_args()
-    prepare(args.keep)
-    print(f"mutmut {version('mutmut')}: mutating layers/broker/broker in {WORK.relative_to(ROOT)}/", flush=True)
-    run = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *args.only], cwd=WORK, check=False
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"mutmut run failed with exit code {run.returncode}")
+    if not args.report_only:
+        prepare(args.keep)
+        print(f"mutmut {version('mutmut')}: mutating layers/broker/broker in {WORK.relative_to(ROOT)}/", flush=True)
+        command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *args.only]
+        if subprocess.run(command, cwd=WORK, check=False).returncode != 0:
+            raise SystemExit("mutmut run failed")
     text, rate = report(collect(args.only), load_equivalents(), args.only)
     args.output.write_text(text)
     summary = re.search(r"\*\*Kill rate.*", text)

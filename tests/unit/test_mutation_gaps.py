@@ -211,6 +211,26 @@ def test_an_error_description_is_capped_at_200_characters(length: int, expected:
         assert text == words[: MAX_DESCRIPTION - 3].rstrip() + "..."
 
 
+@pytest.mark.parametrize(
+    ("echoed", "expected"),
+    [
+        # padded base64 of the value: the unpadded form is a prefix of it, so the longest goes first
+        ("got " + base64.b64encode(b"pw-1").decode() + " here", "got [redacted] here"),
+        # percent-escapes echoed in lower case
+        ("got pw-1%2f%c3%a9 here", "got [redacted] here"),
+        ("got PW-1/\u00e9 here", "got [redacted] here"),
+    ],
+    ids=["padded-base64", "lower-case-escapes", "upper-case"],
+)
+def test_every_echoed_form_of_a_value_is_redacted_whole(echoed: str, expected: str) -> None:
+    value = "pw-1/é" if "%" in echoed or "PW" in echoed else "pw-1"
+    assert sanitise_description(echoed, (value,)) == expected
+
+
+def test_characters_outside_rfc_6749_become_one_space() -> None:
+    assert sanitise_description('user "demo"\tis\x7f\\locked \u00e9 now') == "user demo is locked now"
+
+
 def test_an_upstream_description_reaches_the_spa_redacted_and_capped(
     load_app: AppLoader, secrets_manager: SecretsManager, httpserver: HTTPServer, context: FakeContext
 ) -> None:
@@ -308,6 +328,28 @@ def without_origin(event: Mapping[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("route", ["password", "refresh", "logout", "token"])
 def test_a_preflight_without_origin_is_403(route: str, load_app: AppLoader, context: FakeContext) -> None:
     response = load_app(route).lambda_handler(without_origin(load_event("password-preflight")), context)
-    assert (response["statusCode"], body_of(response)["error"]) == (403, "invalid_request")
+    assert body_of(response) == {"error": "invalid_request", "error_description": "This origin is not allowed."}
+    assert response["statusCode"] == 403
+    assert response["headers"]["Vary"] == "Origin"
     assert "Access-Control-Allow-Origin" not in response["headers"]
     assert "Access-Control-Allow-Methods" not in response["headers"]
+
+
+def test_a_preflight_from_a_listed_origin_is_answered_exactly(load_app: AppLoader, context: FakeContext) -> None:
+    response = load_app("password").lambda_handler(load_event("password-preflight"), context)
+    assert response == {
+        "statusCode": 204,
+        "headers": {
+            "Content-Type": "application/json",
+            "Cache-Control": "no-store",
+            "Pragma": "no-cache",
+            "Access-Control-Allow-Origin": "http://localhost:5173",
+            "Vary": "Origin",
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, Authorization, X-CSRF",
+            "Access-Control-Max-Age": "600",
+        },
+        "multiValueHeaders": {},
+        "body": "",
+        "isBase64Encoded": False,
+    }
