@@ -152,9 +152,10 @@ def key_text(size: int) -> str:
     return base64.urlsafe_b64encode(bytes(range(size))).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("size", [16, 24, 31, 33, 48, 64])
+@pytest.mark.parametrize("size", [10, 16, 24, 31, 33, 48, 64])
 def test_a_broker_key_of_any_length_but_32_bytes_is_refused(size: int) -> None:
-    # an AES-128 or AES-192 key, one byte short, one byte over, or two keys run together
+    # too short (10 bytes: 14 characters, which need two padding characters), an AES-128 or
+    # AES-192 key, one byte short, one byte over, or two keys run together
     with pytest.raises(SecretUnavailable, match="32 bytes"):
         decode_broker_keys(key_text(size))
     with pytest.raises(SecretUnavailable):
@@ -353,3 +354,59 @@ def test_a_preflight_from_a_listed_origin_is_answered_exactly(load_app: AppLoade
         "body": "",
         "isBase64Encoded": False,
     }
+
+
+# -- the upstream's status, at each boundary -----------------------------------------------------
+
+REDIRECT = "The upstream authorization server answered with a redirect, which is not followed."
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "description"),
+    [
+        (300, {"access_token": "at-1"}, REDIRECT),
+        (302, {}, REDIRECT),
+        (399, {}, REDIRECT),
+        (500, {"error": "invalid_client"}, "The upstream authorization server failed."),
+        (400, {"detail": "no RFC 6749 code"}, "The upstream authorization server answered HTTP 400."),
+        (403, {"error": "access_denied"}, "The upstream authorization server answered HTTP 403."),
+    ],
+)
+def test_an_upstream_failure_is_502_with_its_own_description_and_no_retry(
+    status: int,
+    answer: dict[str, Any],
+    description: str,
+    load_app: AppLoader,
+    secrets_manager: SecretsManager,
+    httpserver: HTTPServer,
+    context: FakeContext,
+) -> None:
+    # Given an upstream answering a redirect, a 5xx, or a 4xx that is not about the broker's client
+    httpserver.expect_request("/auth/token/").respond_with_json(answer, status=status, headers={"Location": "/x"})
+    response = load_app("password").lambda_handler(load_event("password-json"), context)
+    # Then 502 with the broker's own description, the secret read once, the upstream asked once
+    assert response["statusCode"] == 502
+    assert body_of(response) == {"error": "server_error", "error_description": description}
+    assert len(secrets_manager.reads) == 1
+    assert len(httpserver.log) == 1
+
+
+def test_a_299_answer_is_a_success(
+    load_app: AppLoader, secrets_manager: SecretsManager, httpserver: HTTPServer, context: FakeContext
+) -> None:
+    httpserver.expect_request("/auth/token/").respond_with_json({"access_token": "at-1"}, status=299)
+    response = load_app("password").lambda_handler(load_event("password-json"), context)
+    assert (response["statusCode"], body_of(response)) == (200, {"access_token": "at-1", "token_type": "Bearer"})
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("not*base64", "The broker's secret holds a malformed broker_keys entry."),
+        (base64.urlsafe_b64encode(bytes(16)).decode(), "Each broker_keys entry must be 32 bytes (base64url)."),
+    ],
+)
+def test_a_bad_broker_key_is_described_exactly(keys: str, message: str) -> None:
+    with pytest.raises(SecretUnavailable) as refused:
+        decode_broker_keys(keys)
+    assert refused.value.description == message
