@@ -20,7 +20,7 @@ from werkzeug import Request, Response
 
 from broker.config import MAX_BODY_BYTES
 from broker.cookies import parse_keys
-from broker.errors import MAX_DESCRIPTION, GuardsUnavailable, SecretUnavailable, sanitise_description
+from broker.errors import MAX_DESCRIPTION, GuardsUnavailable, InvalidRequest, SecretUnavailable, sanitise_description
 from broker.guards import GuardKeys
 from broker.http import Request as BrokerRequest
 from broker.http import parse_params
@@ -410,3 +410,59 @@ def test_a_bad_broker_key_is_described_exactly(keys: str, message: str) -> None:
     with pytest.raises(SecretUnavailable) as refused:
         decode_broker_keys(keys)
     assert refused.value.description == message
+
+
+# -- parsing: what is accepted, and what each refusal says ----------------------------------------
+
+
+def parsed(body: bytes, content_type: str = JSON) -> dict[str, str]:
+    return parse_params(BrokerRequest("POST", {"content-type": content_type}, body, "198.51.100.7"))
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=utf-8",
+        "application/json; charset=UTF8",
+        'Application/JSON; Charset="UTF-8"',
+        "application/json;charset=utf-8;foo=bar",
+    ],
+)
+def test_a_utf_8_charset_in_any_spelling_is_accepted(content_type: str) -> None:
+    assert parsed(b'{"username": "d\xc3\xa9mo"}', content_type) == {"username": "démo"}
+
+
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        (b'{"a": "x", "a": "y"}', "Parameter 'a' is sent more than once."),
+        (b'{"password": "a\\u0000b"}', "Parameter 'password' holds a NUL character."),
+        (b'{"\\u00e9\\u00e9": 1}', "Parameter (unnamed) must be a string."),
+        (b'{"pass word": null, "pass word": "x"}', "Parameter 'password' is sent more than once."),
+        (b"[1]", "The JSON body must be an object."),
+        (b'{"a": ', "The body is not valid JSON."),
+        (b'{"a": "\xff"}', "The request body is not valid UTF-8."),
+    ],
+)
+def test_each_json_refusal_names_the_parameter_never_the_value(body: bytes, description: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parsed(body)
+    assert refused.value.description == description
+
+
+def test_a_base64_body_with_a_character_outside_the_alphabet_is_400(
+    load_app: AppLoader, secrets_manager: SecretsManager, httpserver: HTTPServer, context: FakeContext
+) -> None:
+    # Given a login's base64 with a "*" inside (a lenient decoder would drop it and read the login)
+    encoded = base64.b64encode(b'{"username": "demo", "password": "pw"}').decode()
+    response = login_with(load_app("password"), context, encoded[:8] + "*" + encoded[8:], b64=True)
+    assert response["statusCode"] == 400
+    assert body_of(response)["error_description"] == "The request body is not valid base64."
+    assert httpserver.log == []
+
+
+def test_a_body_that_is_not_text_is_400(load_app: AppLoader, context: FakeContext) -> None:
+    event = load_event("password-json", body={"username": "demo"})
+    response = load_app("password").lambda_handler(event, context)
+    assert response["statusCode"] == 400
+    assert body_of(response)["error_description"] == "The request body is not text."
