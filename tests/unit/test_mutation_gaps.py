@@ -313,7 +313,10 @@ def test_an_answer_of_1_mib_is_read_and_one_byte_more_is_502(
     httpserver.expect_request("/auth/token/").respond_with_response(answer)
     response = load_app("password").lambda_handler(load_event("password-json"), context)
     assert response["statusCode"] == status
-    assert body_of(response).get("access_token") == ("at-1" if status == 200 else None)
+    if status == 200:
+        assert body_of(response) == {"access_token": "at-1", "token_type": "Bearer"}
+    else:
+        assert body_of(response) == {"error": "server_error", "error_description": "The upstream answer is too large."}
 
 
 # -- CORS preflight ---------------------------------------------------------------------------
