@@ -26,7 +26,7 @@ from broker.http import Request as BrokerRequest
 from broker.http import parse_params
 from broker.secrets import BrokerSecret, decode_broker_keys
 from broker.upstream import MAX_ANSWER_BYTES
-from tests.support import DEMO_SECRET, ISSUED, load_event
+from tests.support import DEMO_SECRET, ISSUED, SINK, load_event
 from tests.unit.conftest import AppLoader, FakeContext, SecretsManager, body_of
 
 JSON = "application/json"
@@ -130,6 +130,14 @@ def test_invalid_client_with_400_forces_a_reread_and_one_retry(
     assert body_of(response)["access_token"] == ISSUED["access_token"]
     assert len(secrets_manager.reads) == 2
     assert len(httpserver.log) == 3
+    assert logged("Upstream rejected the broker's credentials; retrying once with the re-read secret")
+
+    # And when the re-read secret is refused too, the broker says so and answers 502
+    current["secret"] = "rotated-again-Zx2"
+    secrets_manager.put({**DEMO_SECRET, "client_secret": "rotated-secret-Zx3"})
+    response = app.lambda_handler(load_event("password-json"), context)
+    assert (response["statusCode"], body_of(response)["error"]) == (502, "server_error")
+    assert logged("Upstream rejected the broker's credentials again after a fresh secret read")
 
 
 def test_invalid_client_with_400_and_an_unchanged_secret_is_502_after_one_reread(
@@ -143,6 +151,12 @@ def test_invalid_client_with_400_and_an_unchanged_secret_is_502_after_one_reread
     assert "bad client" not in response["body"]
     assert len(secrets_manager.reads) == 2
     assert len(httpserver.log) == 1
+    assert logged("Upstream rejected the broker's credentials; the secret is unchanged")
+
+
+def logged(message: str) -> bool:
+    """Whether the last request logged ``message`` (a Powertools JSON line)."""
+    return any(f'"message":{json.dumps(message)}' in line for line in SINK.lines[-5:])
 
 
 # -- broker_keys: exactly 32 bytes --------------------------------------------------------------
