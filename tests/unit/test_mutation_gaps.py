@@ -399,13 +399,16 @@ def test_an_upstream_failure_is_502_with_its_own_description_and_no_retry(
     context: FakeContext,
 ) -> None:
     # Given an upstream answering a redirect, a 5xx, or a 4xx that is not about the broker's client
-    httpserver.expect_request("/auth/token/").respond_with_json(answer, status=status, headers={"Location": "/x"})
-    response = load_app("password").lambda_handler(load_event("password-json"), context)
+    # (on a path of its own: a request another test left in flight cannot count as this one's)
+    path = f"/status-{status}/"
+    httpserver.expect_request(path).respond_with_json(answer, status=status, headers={"Location": "/x"})
+    app = load_app("password", BROKER_TOKEN_URL=httpserver.url_for(path))
+    response = app.lambda_handler(load_event("password-json"), context)
     # Then 502 with the broker's own description, the secret read once, the upstream asked once
     assert response["statusCode"] == 502
     assert body_of(response) == {"error": "server_error", "error_description": description}
     assert len(secrets_manager.reads) == 1
-    assert len(httpserver.log) == 1
+    assert [request.path for request, _ in httpserver.log if request.path == path] == [path]
 
 
 def test_a_299_answer_is_a_success(
