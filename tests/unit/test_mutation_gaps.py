@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -326,6 +327,12 @@ def test_an_answer_of_1_mib_is_read_and_one_byte_more_is_502(
     answer = Response(chunks(data) if streamed else data, content_type=JSON)
     httpserver.expect_request("/auth/token/").respond_with_response(answer)
     response = load_app("password").lambda_handler(load_event("password-json"), context)
+    # The server logs a request once it has sent the whole answer, the refused rest included:
+    # wait for it, so that it cannot land in the next test's log.
+    deadline = time.monotonic() + 10
+    while not httpserver.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(httpserver.log) == 1
     assert response["statusCode"] == status
     if status == 200:
         assert body_of(response) == {"access_token": "at-1", "token_type": "Bearer"}
