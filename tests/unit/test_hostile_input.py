@@ -239,7 +239,8 @@ def test_non_ascii_credentials_reach_the_upstream_byte_exact(
         st.sampled_from(
             ["client_id", "client_secret", "grant_type", "token_url", "GRANT_TYPE", "url", "Authorization"]
         ),
-        st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=20),
+        # lone surrogates are refused as text (test_any_request_gets_a_contract_answer covers them)
+        st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=20),
         min_size=1,
     )
 )
