@@ -493,3 +493,22 @@ def test_a_body_that_is_not_text_is_400(load_app: AppLoader, context: FakeContex
     response = load_app("password").lambda_handler(event, context)
     assert response["statusCode"] == 400
     assert body_of(response)["error_description"] == "The request body is not text."
+
+
+def test_a_text_body_with_a_lone_surrogate_is_400(load_app: AppLoader, context: FakeContext) -> None:
+    # API Gateway never sends one, but a str can hold it: it has no UTF-8 form
+    response = login_with(load_app("password"), context, '{"username": "\ud800", "password": "pw"}')
+    assert response["statusCode"] == 400
+    assert body_of(response)["error_description"] == "The request body is not valid UTF-8."
+
+
+def test_the_base64_length_cap_is_the_longest_encoding_of_16_kib(load_app: AppLoader, context: FakeContext) -> None:
+    # At the cap the body is still decoded (and this one is not base64); one character more is 413 unread
+    cap = (MAX_BODY_BYTES + 2) // 3 * 4 + 4
+    at_cap = login_with(load_app("password"), context, "*" * cap, b64=True)
+    over = login_with(load_app("password"), context, "*" * (cap + 1), b64=True)
+    assert (at_cap["statusCode"], body_of(at_cap)["error_description"]) == (
+        400,
+        "The request body is not valid base64.",
+    )
+    assert over["statusCode"] == 413
