@@ -19,7 +19,7 @@ PYTHON313 ?= $(shell for p in "$$(command -v python3.13)" \
 	[ -x "$$p" ] && "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo "$$p"; break; }; \
 	done)
 
-.PHONY: help venv test unit integration lint format build run invoke bench clean validators sam-local
+.PHONY: help venv test unit integration lint format build run invoke bench clean validators sam-local mutate
 
 help:
 	@echo "make run      serve the broker on http://127.0.0.1:3000 (local upstream + Secrets Manager)"
@@ -34,6 +34,7 @@ help:
 	@echo "make sam-local  sam local start-api in Docker against the local upstream (port 3000)"
 	@echo "make bench    the performance benchmark (writes bench/results.local.md; RECORD=1: bench/results.md)"
 	@echo "make validators  recompile the routes' JSON Schemas after editing broker/schemas.py"
+	@echo "make mutate   mutation testing of the core (long; not part of make test): writes mutation/report.md"
 
 venv: $(STAMP)
 
@@ -98,6 +99,12 @@ lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
 	$(VENV)/bin/sam validate --lint --template template.yaml
 
+# Mutation testing (mutmut): long, so not part of `make test`. MUTATE_JOBS=1 on a busy machine;
+# MUTATE_ARGS=--keep re-tests only the functions changed since the last run.
+MUTATE_JOBS ?= 2
+mutate: venv
+	$(PY) mutation/run.py --jobs $(MUTATE_JOBS) $(MUTATE_ARGS)
+
 validators: venv
 	$(PY) layers/broker/generate_validators.py
 
@@ -126,7 +133,7 @@ bench: build
 	$(PY) bench/guards.py $(BENCH_ARGS)
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis .mutation
 
 # Deploy and delete a named environment of samconfig.toml (docs/deploy.md). The environment's
 # parameters (in <env>.global) reach sam build too, so Architecture=arm64 builds arm64 wheels.
