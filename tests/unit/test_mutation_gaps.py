@@ -40,6 +40,15 @@ def login_with(app: Any, context: FakeContext, body: str, *, b64: bool = False) 
     return response
 
 
+@pytest.fixture(autouse=True)
+def settled_upstream(httpserver: HTTPServer) -> None:
+    """pytest-httpserver logs a request once its answer is sent: an answer an earlier test
+    abandoned (a refused 1 MiB stream, a timeout) can land in the next test's log. Let it
+    land, then start this test from an empty log, so "no upstream call" means this test's."""
+    time.sleep(0.05)
+    httpserver.clear_log()
+
+
 # -- the 16 KiB body limit is in bytes -------------------------------------------------------
 
 
