@@ -32,7 +32,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the same for both si
 
 from broker.config import Config  # noqa: E402 - after the sys.path and environment set-up above
 from broker.grants import Grant, PasswordGrant, RefreshGrant  # noqa: E402 - after the sys.path and environment set-up above
-from broker.pipeline import TokenBroker  # noqa: E402
+from broker.pipeline import TokenBroker  # noqa: E402 - after the sys.path and environment set-up above
 from broker.profiles import PRESETS  # noqa: E402 - after the sys.path and environment set-up above
 from broker.secrets import SecretStore  # noqa: E402 - after the sys.path and environment set-up above
 
