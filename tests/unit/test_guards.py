@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -40,6 +39,7 @@ from broker.guards import (
 )
 from broker.secrets import BrokerSecret
 from tests.support import DEMO_SECRET, ISSUED, ROOT, SINK
+from tests.unit.conftest import aws_client
 
 TABLE = "token-broker-state"
 PASSWORD = "demo-password"
@@ -98,7 +98,7 @@ class Upstream:
 def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
+        client = aws_client("dynamodb")
         client.create_table(
             TableName=TABLE,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],

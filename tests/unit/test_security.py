@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from pytest_httpserver import HTTPServer
@@ -26,7 +25,7 @@ from broker.guards import GuardKeys, Guards, dynamodb_client
 from broker.profiles import check_url
 from broker.secrets import BrokerSecret
 from tests.support import DEMO_SECRET, ISSUED, load_event
-from tests.unit.conftest import AppLoader, FakeContext, SecretsManager, body_of
+from tests.unit.conftest import AppLoader, FakeContext, SecretsManager, aws_client, body_of
 
 TABLE = "token-broker-state"
 KEY = base64.urlsafe_b64encode(bytes(range(32))).rstrip(b"=").decode()
@@ -38,7 +37,7 @@ def state_table(secrets_manager: SecretsManager, monkeypatch: pytest.MonkeyPatch
     """The guards' table, in the same moto backend as the secret."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     secrets_manager.put({**DEMO_SECRET, "broker_keys": [KEY]})
-    client = boto3.client("dynamodb", region_name="us-east-1")
+    client = aws_client("dynamodb")
     client.create_table(
         TableName=TABLE,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -388,7 +387,7 @@ def guards(monkeypatch: pytest.MonkeyPatch) -> Iterator[Guards]:
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
+        aws_client("dynamodb").create_table(
             TableName=TABLE,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
