@@ -25,7 +25,7 @@ ORIGIN = "http://localhost:5173"
 # The tests' own SDK clients come from one boto3 session. moto resets boto3's default session
 # each time a mock starts, and a client on a fresh session loads the SDK's endpoint data again
 # (~70 ms a test, most of a unit test's time).
-_SDK = boto3.session.Session()
+_SDK: Any = boto3.session.Session()
 
 
 def aws_client(service: str) -> Any:
