@@ -117,8 +117,13 @@ def items(dynamo: RecordingTable) -> list[dict[str, Any]]:
 
 def logged_since(before: int, message: str) -> list[dict[str, Any]]:
     """The log records with this message logged since ``before``, as Lambda would ship them."""
-    records = [json.JSONDecoder().raw_decode(line)[0] for line in SINK.lines[before:]]
-    unique = {json.dumps(r, sort_keys=True): r for r in records if r.get("message") == message}
+    decoder = json.JSONDecoder()
+    unique: dict[float, dict[str, Any]] = {}
+    for line in SINK.lines[before:]:
+        record, end = decoder.raw_decode(line)
+        created = json.loads(line[end:])["created"]  # one record reaching the sink twice is one line
+        if record.get("message") == message:
+            unique.setdefault(created, record)
     return list(unique.values())
 
 
