@@ -77,7 +77,11 @@ class Upstream:
 
 @pytest.fixture
 def upstream(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Upstream:
-    # Each test starts a new execution environment: nothing discovered, no JWKS cached.
+    return oidc_upstream(httpserver, monkeypatch)
+
+
+def oidc_upstream(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Upstream:
+    """The fake OIDC upstream, in a new execution environment: nothing discovered, no JWKS cached."""
     monkeypatch.setattr(broker.oidc_discovery, "_documents", {})
     monkeypatch.setattr(broker.id_token, "_key_sets", {})
     fake = Upstream(httpserver)
@@ -91,6 +95,7 @@ def upstream(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Upstrea
     httpserver.expect_request("/issuer/.well-known/openid-configuration").respond_with_json(document)
     httpserver.expect_request("/jwks").respond_with_handler(fake.jwks)
     httpserver.expect_request("/auth/token/").respond_with_handler(fake.token)
+    httpserver.expect_request("/discovered-token").respond_with_handler(fake.token)
     return fake
 
 

@@ -31,6 +31,7 @@ from tests.unit.test_code_flow import (
     Upstream,
     code_env,
     jar,
+    oidc_upstream,
     set_cookies,
     sign,
     with_cookie,
@@ -43,22 +44,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 @pytest.fixture
 def upstream(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> Upstream:
-    """A new execution environment (nothing discovered, no JWKS cached) and the fake OIDC upstream."""
-    monkeypatch.setattr(broker.oidc_discovery, "_documents", {})
-    monkeypatch.setattr(broker.id_token, "_key_sets", {})
-    fake = Upstream(httpserver)
-    document = {
-        "issuer": fake.issuer,
-        "authorization_endpoint": httpserver.url_for("/authorize"),
-        "token_endpoint": httpserver.url_for("/discovered-token"),
-        "jwks_uri": httpserver.url_for("/jwks"),
-        "end_session_endpoint": httpserver.url_for("/logout"),
-    }
-    httpserver.expect_request("/issuer/.well-known/openid-configuration").respond_with_json(document)
-    httpserver.expect_request("/jwks").respond_with_handler(fake.jwks)
-    httpserver.expect_request("/auth/token/").respond_with_handler(fake.token)
-    httpserver.expect_request("/discovered-token").respond_with_handler(fake.token)
-    return fake
+    return oidc_upstream(httpserver, monkeypatch)
 
 
 @pytest.fixture
