@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,16 +141,13 @@ def test_the_method_is_sent_in_upper_case() -> None:
     assert lines == ["POST /token HTTP/1.1", "GET /jwks HTTP/1.1"]
 
 
-@pytest.mark.parametrize("framing", ["close", "chunked"])
-def test_an_answer_without_a_length_is_read_to_its_end(framing: str) -> None:
-    # Given an upstream that declares no length (it closes the connection, or sends chunks) and
-    # sends its body a byte at a time
-    body = json.dumps({"access_token": "at", "token_type": "Bearer"}).encode()
+def answered_in_parts(head: str, parts: list[bytes], pause: float) -> UpstreamAnswer:
+    """``send`` to a raw upstream that answers 200 with ``head``'s header lines, then each of
+    ``parts`` after ``pause`` seconds (each part its own read at the broker)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    head = "Connection: close" if framing == "close" else "Transfer-Encoding: chunked"
 
-    def answer_slowly() -> None:
+    def answer() -> None:
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(5)
@@ -157,21 +155,55 @@ def test_an_answer_without_a_length_is_read_to_its_end(framing: str) -> None:
             while not received.endswith(b"\r\n\r\na=1"):  # all of it: unread bytes would make close() a reset
                 received += conn.recv(4096)
             conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{head}\r\n\r\n".encode())
-            for byte in body:
-                time.sleep(0.01)
-                conn.sendall(bytes([byte]) if framing == "close" else b"1\r\n" + bytes([byte]) + b"\r\n")
-            if framing == "chunked":
-                conn.sendall(b"0\r\n\r\n")
+            for part in parts:
+                time.sleep(pause)
+                conn.sendall(part)
 
-    server = threading.Thread(target=answer_slowly, daemon=True)
+    server = threading.Thread(target=answer, daemon=True)
     server.start()
     try:
-        answer = send(UpstreamRequest(f"http://127.0.0.1:{port}/token", {}, b"a=1"), 3.0)
+        return send(UpstreamRequest(f"http://127.0.0.1:{port}/token", {}, b"a=1"), 3.0)
     finally:
         server.join(timeout=5)
         listener.close()
+
+
+@pytest.mark.parametrize("framing", ["close", "chunked"])
+def test_an_answer_without_a_length_is_read_to_its_end(framing: str) -> None:
+    # Given an upstream that declares no length (it closes the connection, or sends chunks) and
+    # sends its body a byte at a time
+    body = json.dumps({"access_token": "at", "token_type": "Bearer"}).encode()
+    head = "Connection: close" if framing == "close" else "Transfer-Encoding: chunked"
+    parts = [bytes([byte]) if framing == "close" else b"1\r\n" + bytes([byte]) + b"\r\n" for byte in body]
+    answer = answered_in_parts(head, parts + ([b"0\r\n\r\n"] if framing == "chunked" else []), 0.01)
     # Then the whole body is read
     assert (answer.status, answer.data) == (200, body)
+
+
+def compressed_in_two(first: bytes, rest: bytes) -> tuple[bytes, bytes]:
+    """A deflate (zlib) stream of ``first + rest`` in two pieces, the first decodable alone."""
+    compressor = zlib.compressobj()
+    head = compressor.compress(first) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return head, compressor.compress(rest) + compressor.flush()
+
+
+def test_a_compressed_answer_is_read_to_its_end_not_to_its_declared_length() -> None:
+    # Given a deflate-encoded answer whose Content-Length counts the compressed bytes, sent in two
+    # pieces, the first of which decodes to exactly as many bytes as that declared length
+    rest = b'","token_type":"Bearer"}'
+    for pad in range(200):
+        first = b'{"access_token":"at","pad":"' + b"a" * pad
+        pieces = compressed_in_two(first, rest)
+        if len(first) == len(pieces[0]) + len(pieces[1]):
+            break
+    else:
+        pytest.fail("no padding makes the first piece decode to the declared length")
+    head = f"Content-Encoding: deflate\r\nContent-Length: {len(pieces[0]) + len(pieces[1])}"
+    answer = answered_in_parts(head, list(pieces), 0.1)
+    # Then the broker reads on to the end of the body (the decoded length is not the declared
+    # one), and hands on the whole decoded answer
+    assert (answer.status, answer.data) == (200, first + rest)
+    assert json.loads(answer.data)["token_type"] == "Bearer"
 
 
 # -- the deadline ---------------------------------------------------------------------------------

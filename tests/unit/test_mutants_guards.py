@@ -722,6 +722,46 @@ def test_a_claim_lapses_at_its_expiry_while_a_twin_waits(
     assert len(logged_since(before, "Refresh claim lapsed without an outcome")) == 1
 
 
+def test_a_claim_that_lost_its_expiry_while_a_twin_waits_counts_as_lapsed(
+    dynamo: RecordingTable, clock: Clock, upstream: Upstream
+) -> None:
+    """An item without ``expires_at`` (written by something else than a claim) holds no live
+    claim: the twin answers 503 to retry at once, as for a claim that lapsed, not a 500."""
+    guards = make_guards(dynamo, clock, wait=2.0)
+    with pytest.raises(Crash):
+        guards.single_flight(REFRESH_TOKEN, KEYS, crash)
+    clock.now += 2
+
+    def rewrite(op: str, params: dict[str, Any]) -> None:
+        if op == "get_item":
+            item = dynamo._client.get_item(TableName=TABLE, Key=params["Key"])["Item"]
+            item.pop("expires_at", None)
+            dynamo._client.put_item(TableName=TABLE, Item=item)
+
+    dynamo.before = rewrite
+    before = len(SINK.lines)
+    started = time.monotonic()
+    with pytest.raises(RefreshInProgress) as pending:
+        guards.single_flight(REFRESH_TOKEN, KEYS, upstream.refresh)
+    assert time.monotonic() - started < 1.0
+    assert (pending.value.status, pending.value.retry_after) == (503, "1")
+    assert len(logged_since(before, "Refresh claim lapsed without an outcome")) == 1
+    assert upstream.calls == []
+
+
+def test_the_stored_outcome_keeps_the_claims_owner(dynamo: RecordingTable, clock: Clock, upstream: Upstream) -> None:
+    """The outcome is written into the claim under the same owner: the SDK retrying that write
+    (its first answer lost, the item already written) still matches the write's condition."""
+    guards = make_guards(dynamo, clock)
+    guards.single_flight(REFRESH_TOKEN, KEYS, upstream.refresh)
+    claim, publish = [p for op, p in dynamo.calls if op == "put_item"]
+    owner = claim["Item"]["owner"]
+    assert publish["Item"]["owner"] == owner
+    assert [item["owner"] for item in items(dynamo)] == [owner]
+    dynamo._client.put_item(**publish)  # the retried write: no ConditionalCheckFailedException
+    assert items(dynamo)[0]["outcome"] == publish["Item"]["outcome"]
+
+
 def test_every_read_of_the_guards_items_is_strongly_consistent(
     dynamo: RecordingTable, clock: Clock, upstream: Upstream
 ) -> None:

@@ -60,6 +60,17 @@ def test_an_unsealable_blob_names_why_and_nothing_else(blob: bytes, reason: str)
     assert refused.value.args == (reason,)
 
 
+@pytest.mark.parametrize("kid_bytes", [0, 4])
+def test_a_blob_must_carry_at_least_one_sealed_byte(kid_bytes: int) -> None:
+    """Version, key id, nonce and tag alone are short; one byte more is a whole blob, whose key id is read."""
+    kid = bytes(range(1, kid_bytes + 1))
+    envelope = sealing.VERSION + kid + bytes(sealing.NONCE_BYTES + sealing.TAG_BYTES)
+    with pytest.raises(sealing.Unsealable) as refused:
+        sealing.key_id(envelope, kid_bytes)
+    assert refused.value.reason == "short"
+    assert sealing.key_id(envelope + b"x", kid_bytes) == kid
+
+
 def test_cookie_mode_without_broker_keys_says_what_is_missing() -> None:
     with pytest.raises(SecretUnavailable) as missing:
         parse_keys("")
