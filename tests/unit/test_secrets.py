@@ -103,6 +103,15 @@ def test_the_secret_never_shows_its_values_in_repr() -> None:
         assert "client_secret" in value
 
 
+def test_the_botocore_session_is_made_once_on_first_use(monkeypatch: Any) -> None:
+    import botocore.session
+
+    monkeypatch.setattr(broker_secrets, "_SESSION", None)
+    session = broker_secrets.botocore_session()
+    assert isinstance(session, botocore.session.Session)
+    assert broker_secrets.botocore_session() is session
+
+
 def test_the_secrets_and_guards_clients_come_from_one_botocore_session(monkeypatch: Any) -> None:
     # Given a recording stand-in for the execution environment's botocore session
     made: list[tuple[str, int]] = []
