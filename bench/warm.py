@@ -1,7 +1,10 @@
 """Child process of bench/run.py: runs inside the Lambda-like runtime, cwd = a function's dir.
 
-    warm.py loop  EVENT N NAIVE_EVERY OUT   interleaved: broker handler, raw PoolManager, naive
-                                            (every NAIVE_EVERY-th round; 0: never)
+    warm.py loop  EVENT N NAIVE_EVERY PARTS OUT
+                                            interleaved: broker handler, raw PoolManager, naive
+                                            (every NAIVE_EVERY-th round; 0: never); PARTS "parts":
+                                            also the handler without its log line, and without
+                                            inject_lambda_context too ("whole": neither)
     warm.py count EVENT N OUT               1 cold + N warm invocations, compilations counted
     warm.py rss   EVENT OUT                 import + one invocation, then peak RSS
 
@@ -38,7 +41,7 @@ def invoke(handler: Any, event: dict[str, Any]) -> None:
         raise SystemExit(f"not a 200: {response}")
 
 
-def main() -> None:  # noqa: PLR0915 - one linear script, three modes
+def main() -> None:
     sys.path.insert(0, os.getcwd())  # the function's dir, as Lambda's task root
     mode, event_path = sys.argv[1], sys.argv[2]
     event = json.loads(Path(event_path).read_text())
@@ -85,54 +88,62 @@ def main() -> None:  # noqa: PLR0915 - one linear script, three modes
         out.write_text(json.dumps(counts))
         return
 
+    out.write_text(json.dumps(loop(app.lambda_handler, event)))
+
+
+def loop(handler: Any, event: dict[str, Any]) -> dict[str, list[int]]:
+    """The interleaved loop: each call's duration per round, in ns."""
     import naive
     import urllib3
 
-    rounds, naive_every = int(sys.argv[3]), int(sys.argv[4])
+    from broker.observability import logger
+
+    rounds, naive_every, parts = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "parts"
     raw_pool = urllib3.PoolManager()
     url = os.environ["BROKER_TOKEN_URL"]
     body = b"grant_type=password&username=demo&password=demo-password&client_id=bench-client&client_secret=x"
     headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
 
+    def raw(event: dict[str, Any], context: Context) -> dict[str, Any]:
+        answer = raw_pool.request("POST", url, body=body, headers=headers)
+        return {"statusCode": answer.status}
+
     def check(response: dict[str, Any]) -> None:
         if response["statusCode"] != 200:
             raise SystemExit(f"not a 200: {response}")
 
-    samples: dict[str, list[int]] = {"broker": [], "raw": [], "naive": []}
+    calls: dict[str, Any] = {"broker": handler, "raw": raw}
+    if parts:  # where the added time goes: the same handler without its log line, then also undecorated
+        calls["no_log_line"] = handler
+        calls["no_decorator"] = handler.__wrapped__  # functools.wraps keeps the handler itself
+    quiet = {"no_log_line", "no_decorator"}  # run with the level at WARNING: the INFO line is not written
+    names = list(calls)
+    samples: dict[str, list[int]] = {name: [] for name in [*names, "naive"]}
     clock = time.perf_counter_ns
-    handler, naive_handler = app.lambda_handler, naive.lambda_handler
     for i in range(-200, rounds):  # 200 warm-up rounds, not recorded
-        # The runtime makes each invocation's context before it calls the handler: not timed.
-        context = Context()
-        # Which call goes first alternates, so neither always follows the other's upstream work.
-        if i % 2:
+        # Each call takes each place in the round in turn, so none always follows another's upstream work.
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
+            # The runtime makes each invocation's context before it calls the handler: not timed.
+            context = Context()
+            if name in quiet:
+                logger.setLevel("WARNING")
             start = clock()
-            answer = raw_pool.request("POST", url, body=body, headers=headers)
-            middle = clock()
-            response = handler(event, context)
-            end = clock()
-            broker_ns, raw_ns = end - middle, middle - start
-        else:
-            start = clock()
-            response = handler(event, context)
-            middle = clock()
-            answer = raw_pool.request("POST", url, body=body, headers=headers)
-            end = clock()
-            broker_ns, raw_ns = middle - start, end - middle
-        check(response)
-        if answer.status != 200:
-            raise SystemExit("raw call failed")
-        if i >= 0:
-            samples["broker"].append(broker_ns)
-            samples["raw"].append(raw_ns)
+            response = calls[name](event, context)
+            took = clock() - start
+            if name in quiet:
+                logger.setLevel("INFO")
+            check(response)
+            if i >= 0:
+                samples[name].append(took)
         if naive_every and i % naive_every == 0:
             context = Context()
             start = clock()
-            response = naive_handler(event, context)
+            response = naive.lambda_handler(event, context)
             if i >= 0:
                 samples["naive"].append(clock() - start)
             check(response)
-    out.write_text(json.dumps(samples))
+    return samples
 
 
 if __name__ == "__main__":
