@@ -189,7 +189,7 @@ def test_without_a_namespace_the_line_is_a_plain_log_line(
 
 def test_a_lockout_is_counted(
     guards: Guards,  # noqa: F811 - the fixture imported above
-    upstream: Upstream,  # noqa: F811
+    upstream: Upstream,  # noqa: F811 - the fixture imported from test_guards
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given five wrong passwords
@@ -206,7 +206,7 @@ def test_a_lockout_is_counted(
 
 def test_a_shared_refresh_is_counted(
     guards: Guards,  # noqa: F811 - the fixture imported above
-    upstream: Upstream,  # noqa: F811
+    upstream: Upstream,  # noqa: F811 - the fixture imported from test_guards
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given a refresh that went upstream
@@ -222,7 +222,7 @@ def test_a_shared_refresh_is_counted(
 def test_without_a_namespace_a_guard_event_never_fails_the_request(
     monkeypatch: pytest.MonkeyPatch,
     guards: Guards,  # noqa: F811 - the fixtures imported above
-    upstream: Upstream,  # noqa: F811
+    upstream: Upstream,  # noqa: F811 - the fixture imported from test_guards
 ) -> None:
     # Given a process without the template's environment (no POWERTOOLS_METRICS_NAMESPACE)
     monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE")

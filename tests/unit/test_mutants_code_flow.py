@@ -371,7 +371,7 @@ def test_a_login_cookie_lacking_a_field_counts_as_missing(
 ) -> None:
     """Each of state, nonce, verifier and return_to must be text, or the cookie is no login."""
     login = {"state": "s", "nonce": "n", "verifier": "v" * 43, "return_to": RETURN_TO, field: 42}
-    sealed = jar().seal_login(login, 600).split(";", 1)[0]  # type: ignore[arg-type]
+    sealed = jar().seal_login(login, 600).split(";", 1)[0]  # type: ignore[arg-type]  # a field of the wrong type on purpose
     response = finish(load_app, context, code_env(upstream), sealed, code="c", state="s")
     assert response["headers"]["Location"] == f"{ORIGIN}?error=invalid_request"
     assert upstream.token_bodies == []

@@ -229,7 +229,7 @@ def test_a_read_error_without_an_error_code_logs_its_type(response: Any) -> None
 
     failure = Broken("boom")
     if response is not None:
-        failure.response = response  # type: ignore[attr-defined]
+        failure.response = response  # type: ignore[attr-defined]  # as botocore's ClientError carries it
     source = Source()
     source.error = failure
     _, record = failed_read(SecretStore(SECRET_ID, ttl=300.0, required=REQUIRED, fetch=source))
@@ -437,8 +437,9 @@ def test_the_extension_is_asked_once_a_dropped_connection_is_not_retried(serve: 
     assert extension.connections == 1
 
 
-def test_an_extension_that_does_not_accept_times_out_after_1_s(serve: Any) -> None:
-    # Given a listener whose accept queue is full: the kernel leaves further connections unanswered
+@contextlib.contextmanager
+def unaccepting_listener() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel leaves a further connection unanswered."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -451,14 +452,20 @@ def test_an_extension_that_does_not_accept_times_out_after_1_s(serve: Any) -> No
             pending.connect(("127.0.0.1", port))
         queued.append(pending)
     try:
-        store = extension_store(port)
-        started = time.monotonic()
-        _, record = failed_read(store, within=3.0)
-        elapsed = time.monotonic() - started
+        yield port
     finally:
         for pending in queued:
             pending.close()
         listener.close()
+
+
+def test_an_extension_that_does_not_accept_times_out_after_1_s(serve: Any) -> None:
+    # Given a listener whose accept queue is full: the kernel leaves further connections unanswered
+    with unaccepting_listener() as port:
+        store = extension_store(port)
+        started = time.monotonic()
+        _, record = failed_read(store, within=3.0)
+        elapsed = time.monotonic() - started
     assert record["secret_error"] == "ConnectTimeoutError"
     assert 0.9 <= elapsed < 1.8
 

@@ -27,7 +27,7 @@ from broker.errors import BrokerError, UpstreamFailure, UpstreamTimeout
 from broker.upstream import UpstreamAnswer, UpstreamRequest, get, send
 from local.faulty import FaultyUpstream
 from tests.support import SINK
-from tests.unit.test_mutants_edge_secrets import Extension, http_answer
+from tests.unit.test_mutants_edge_secrets import Extension, http_answer, unaccepting_listener
 
 
 @pytest.fixture
@@ -73,28 +73,6 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-@contextlib.contextmanager
-def unaccepting_listener() -> Iterator[int]:
-    """A port whose accept queue is full: the kernel leaves a further connection unanswered."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    queued = []
-    for _ in range(3):
-        pending = socket.socket()
-        pending.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            pending.connect(("127.0.0.1", port))
-        queued.append(pending)
-    try:
-        yield port
-    finally:
-        for pending in queued:
-            pending.close()
-        listener.close()
 
 
 # -- what is sent ---------------------------------------------------------------------------------

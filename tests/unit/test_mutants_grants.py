@@ -230,7 +230,7 @@ def guarded_broker(grant: Grant, profile_changes: dict[str, Any]) -> tuple[Token
     broker = TokenBroker(grant, config)
     assert broker.guards is not None
     guards = RecordingGuards()
-    broker.guards = guards  # type: ignore[assignment]
+    broker.guards = guards  # type: ignore[assignment]  # a recording stand-in for Guards
     return broker, guards
 
 

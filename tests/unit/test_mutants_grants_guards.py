@@ -39,14 +39,14 @@ def test_no_table_no_guards() -> None:
     assert guards_for(CONFIG._replace(state_table="")) is None
 
 
-def test_the_per_username_limit_is_the_configured_one(table: Any, upstream: Upstream) -> None:  # noqa: F811
+def test_the_per_username_limit_is_the_configured_one(table: Any, upstream: Upstream) -> None:  # noqa: F811 - the fixture imported from test_guards
     guards = configured(login_max_failures=2)
     assert [type(attempt(guards, upstream, USER, WRONG)) for _ in range(2)] == [CallerRejected] * 2
     assert isinstance(attempt(guards, upstream, USER, PASSWORD), TooManyAttempts)
     assert upstream.calls == [USER] * 2
 
 
-def test_the_per_ip_limit_is_the_configured_one(table: Any, upstream: Upstream) -> None:  # noqa: F811
+def test_the_per_ip_limit_is_the_configured_one(table: Any, upstream: Upstream) -> None:  # noqa: F811 - the fixture imported from test_guards
     guards = configured(login_max_failures_per_ip=3)
     for n in range(3):
         assert isinstance(attempt(guards, upstream, f"user{n}@example.com", WRONG), CallerRejected)
@@ -58,8 +58,8 @@ def test_the_per_ip_limit_is_the_configured_one(table: Any, upstream: Upstream) 
 def test_the_refresh_grace_is_the_configured_one(
     grace: float,
     upstream_calls: int,
-    table: Any,  # noqa: F811
-    upstream: Upstream,  # noqa: F811
+    table: Any,  # noqa: F811 - the fixture imported from test_guards
+    upstream: Upstream,  # noqa: F811 - the fixture imported from test_guards
 ) -> None:
     """A twin within the grace gets the first refresh's outcome; a grace of 0 turns sharing off."""
     guards = configured(refresh_grace=grace)
@@ -72,8 +72,8 @@ def test_the_refresh_grace_is_the_configured_one(
 @pytest.mark.parametrize("fail_closed", [False, True])
 def test_an_unreachable_table_fails_as_configured(
     fail_closed: bool,
-    table: Any,  # noqa: F811
-    upstream: Upstream,  # noqa: F811
+    table: Any,  # noqa: F811 - the fixture imported from test_guards
+    upstream: Upstream,  # noqa: F811 - the fixture imported from test_guards
 ) -> None:
     guards = configured(state_table="no-such-table", guards_fail_closed=fail_closed)
     login = attempt(guards, upstream, USER, PASSWORD)

@@ -69,7 +69,7 @@ class RecordingTable:
                 if not self.all_old:
                     answer_given: dict[str, Any] = dict(exc.response)
                     answer_given.pop("Item", None)
-                    exc.response = answer_given  # type: ignore[assignment]
+                    exc.response = answer_given  # type: ignore[assignment]  # botocore types it as its own TypedDict
                 raise
             self.after(name, params)
             return answer

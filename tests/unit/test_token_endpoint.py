@@ -148,7 +148,7 @@ def test_each_grant_type_goes_through_its_own_routes_guard(
     broker = TokenBroker(TokenEndpointGrant(), config)
     assert broker.guards is not None  # the guards' table is set: a login is counted, a refresh single-flighted
     guards = RecordingGuards()
-    broker.guards = guards  # type: ignore[assignment]
+    broker.guards = guards  # type: ignore[assignment]  # a recording stand-in for Guards
 
     # When a login and a refresh come in
     for event in ("token-password-form", "token-refresh-form"):
